@@ -1,0 +1,27 @@
+# medsyn developer commands. Activate the virtual environment first (see README).
+.PHONY: test nbtest pytest export clean readme check
+
+# the one test command: notebooks' inline tests, then the pytest suite
+test: nbtest pytest
+
+nbtest:
+	nbdev-test --n-workers 1
+
+pytest:
+	python -m pytest -q tests
+
+export:
+	nbdev-export
+
+clean:
+	nbdev-clean
+
+readme:
+	python tools/readme.py
+
+# library in sync with notebooks, notebooks clean, README current
+check:
+	nbdev-export && nbdev-clean
+	git diff --exit-code -- medsyn nbs
+	test -z "$$(git status --porcelain -- medsyn nbs)"
+	python tools/readme.py --check
