@@ -1,0 +1,81 @@
+"The study runner end to end on a smoke grid, through real Jupyter kernels (papermill)."
+import json
+
+import nbformat
+import pytest
+
+from medsyn.study import plan
+
+
+def _injected(nb_path):
+    nb = nbformat.read(nb_path, as_version=4)
+    cells = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "papermill injects exactly one parameters cell"
+    return cells[0].source
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    "Run a smoke grid: breastmnist works; bloodmnist is absent offline, so its cells fail."
+    from tests.conftest import run_cli
+    tmp = tmp_path_factory.mktemp("study")
+    env = {"MEDSYN_OFFLINE": "1", "MEDMNIST_ROOT": str(tmp / "medmnist"), "MEDSYN_CACHE": str(tmp / "cache")}
+    args = ["study", "--preset", "smoke", "--datasets", "breastmnist,bloodmnist", "--losses", "l2",
+            "--runs-dir", tmp / "runs", "--figures-dir", tmp / "figures", "--tables-dir", tmp / "tables"]
+    first = run_cli(*args, env=env)
+    second = run_cli(*args, env=env)
+    return dict(tmp=tmp, first=first, second=second, runs=tmp / "runs" / "smoke", args=args, env=env)
+
+
+def test_failing_cells_are_recorded_and_others_complete(study):
+    p, runs = study["first"], study["runs"]
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "bloodmnist/l2 at train" in p.stderr and "bloodmnist/real at real" in p.stderr
+    failed = json.loads((runs / "bloodmnist" / "l2" / "FAILED.json").read_text())
+    assert failed["stage"] == "train" and "bloodmnist.npz" in failed["error"]
+    # the executed notebook keeps the traceback
+    nb = nbformat.read(runs / "bloodmnist" / "l2" / "train.ipynb", as_version=4)
+    assert any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert not (runs / "bloodmnist" / "l2" / "DONE.json").exists()
+    for cell in ("real", "l2"):
+        assert (runs / "breastmnist" / cell / "DONE.json").exists(), cell
+
+
+def test_parameters_are_injected(study):
+    src = _injected(study["runs"] / "breastmnist" / "l2" / "train.ipynb")
+    assert 'loss = "l2"' in src and 'dataset = "breastmnist"' in src and 'preset = "smoke"' in src
+    assert str(study["runs"] / "breastmnist" / "l2") in src
+
+
+def test_artefacts_of_a_cell(study):
+    d = study["runs"] / "breastmnist" / "l2"
+    for f in ("model/loss.csv", "model/config.json", "synthetic.npz", "synthetic.json", "grid.png", "metrics.json",
+              "classify_synthetic/metrics.json", "classify_mixed/metrics.json", "fidelity.json",
+              "train.ipynb", "sample.ipynb", "evaluate.ipynb", "classify.ipynb"):
+        assert (d / f).exists(), f
+    assert (study["runs"] / "breastmnist" / "real" / "classify_real" / "metrics.json").exists()
+    assert any((d / "lime").glob("*.png"))
+    m = json.loads((d / "metrics.json").read_text())
+    assert set(map(str, (64, 192, 768, 2048))) <= set(m["fid"])
+
+
+def test_rerun_skips_finished_cells(study):
+    p = study["second"]
+    assert p.returncode == 1  # the absent data set still fails
+    assert "breastmnist/l2: skipped" in p.stdout and "breastmnist/real: skipped" in p.stdout
+    assert "breastmnist/l2: train" not in p.stdout
+
+
+def test_report_writes_figures_and_tables(study):
+    figs = {p.name for p in (study["tmp"] / "figures").glob("*.png")}
+    assert any(n.startswith("fid_vs_features") for n in figs), figs
+    assert any(n.startswith("loss_curves") for n in figs), figs
+    tabs = {p.name for p in (study["tmp"] / "tables").iterdir()}
+    assert {"fid.csv", "fid.md", "fid.tex"} <= tabs, tabs
+
+
+def test_plan_lists_grid(cli, tmp_path):
+    p = cli("study", "--preset", "smoke", "--losses", "l2,huber", "--runs-dir", tmp_path, "--plan", check=True)
+    assert "breastmnist/real" in p.stdout and "breastmnist/huber" in p.stdout
+    assert [c.name for c in plan("smoke", losses="l2,huber", runs_dir=tmp_path)] == \
+        ["breastmnist/real", "breastmnist/l2", "breastmnist/huber"]
