@@ -1,0 +1,282 @@
+"Class-conditional diffusion: model, losses, trainer (resume, Ctrl-C, NaN), sampler and their error paths."
+import json, os, shutil, signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import medsyn.diffusion as D
+from medsyn.core import MedsynError, load_json
+from medsyn.data import load_npz
+
+CMP = ["step", "loss", "lr"] + [f"t{i:02d}" for i in range(10)]   # loss.csv without the timing column
+
+
+def weights(run, step, sub="unet"):
+    return load_file(run / "checkpoints" / f"step-{step:06d}" / sub / "diffusion_pytorch_model.safetensors")
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    "4 smoke steps of huber on breastmnist, uninterrupted: the reference for determinism and resume."
+    return D.train("breastmnist", "huber", tmp_path_factory.mktemp("d") / "straight", preset="smoke", progress=False)
+
+
+# ---- the "done when": CLI train then CLI sample ------------------------------------------------------------------
+
+def test_cli_train_then_sample(cli, tmp_path):
+    run, npz, png = tmp_path / "run", tmp_path / "syn.npz", tmp_path / "syn.png"
+    cli("train", "--dataset", "breastmnist", "--loss", "huber", "--preset", "smoke", "--out", run, "--no-progress", check=True)
+    cfg = load_json(run / "config.json")
+    assert cfg["settings"]["loss"] == "huber" and cfg["settings"]["preset"] == "smoke" and cfg["seed"] == 0
+    assert cfg["n_params"] > 0 and cfg["versions"]["torch"] and cfg["unet_config"]["num_class_embeds"] == 3
+    log = pd.read_csv(run / "loss.csv")
+    assert list(log.columns) == D.loss_columns(10) and log.step.tolist() == [1, 2, 3, 4] and log.loss.notna().all()
+    assert [p.name for p in D.checkpoints(run)] == ["step-000002", "step-000004"]
+    ck = run / "checkpoints" / "step-000004"
+    assert sorted(p.name for p in ck.iterdir()) == ["medsyn.json", "scheduler", "training_state.pt", "unet", "unet_ema"]
+    meta = load_json(ck / "medsyn.json")
+    assert meta["flag"] == "breastmnist" and meta["n_classes"] == 2 and meta["null_class"] == 2 and meta["step"] == 4
+    assert meta["loss"] == "huber" and meta["label_names"] == ["malignant", "normal, benign"]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]   # no temp dirs left
+
+    p = cli("sample", "--checkpoint", run, "--per-class", "8", "--steps", "3", "--out", npz, "--grid", png, "--no-progress", check=True)
+    assert "wrote" in p.stdout
+    with np.load(npz) as z:
+        assert z["train_images"].shape == (16, 28, 28) and z["train_images"].dtype == np.uint8
+        assert z["train_labels"].shape == (16, 1) and z["train_labels"].dtype == np.uint8
+        assert z["train_labels"].ravel().tolist() == [0] * 8 + [1] * 8
+    side = load_json(npz.with_suffix(".json"))
+    assert side["flag"] == "breastmnist" and side["sampler"] == "ddim" and side["steps"] == 3 and side["per_class"] == 8
+    assert side["checkpoint"].endswith("step-000004") and side["seconds"] > 0 and side["images_per_s"] > 0 and side["versions"]
+    assert load_npz(npz).class_counts() == [8, 8]
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- determinism and resume ---------------------------------------------------------------------------------------
+
+def test_deterministic_for_a_seed(straight, tmp_path):
+    again = D.train("breastmnist", "huber", tmp_path / "again", preset="smoke", progress=False)
+    pd.testing.assert_frame_equal(D.read_loss_csv(again)[CMP], D.read_loss_csv(straight)[CMP])
+    assert same_weights(weights(again, 4), weights(straight, 4))
+    other = D.train("breastmnist", "huber", tmp_path / "other", preset="smoke", progress=False, seed=1, train_steps=1)
+    assert D.read_loss_csv(other).loss[0] != D.read_loss_csv(straight).loss[0]
+
+
+def test_resume_from_a_checkpoint_is_exact(straight, tmp_path):
+    # a run that died after step 3 had logged rows 3-4 past its last checkpoint (step 2): resume drops them
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    shutil.rmtree(run / "checkpoints" / "step-000004")
+    D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    pd.testing.assert_frame_equal(D.read_loss_csv(run)[CMP], D.read_loss_csv(straight)[CMP])
+    for sub in ("unet", "unet_ema"):
+        assert same_weights(weights(run, 4, sub), weights(straight, 4, sub)), sub
+    ts_a = torch.load(run / "checkpoints/step-000004/training_state.pt", weights_only=False)
+    ts_b = torch.load(straight / "checkpoints/step-000004/training_state.pt", weights_only=False)
+    assert ts_a["step"] == ts_b["step"] == 4 and ts_a["ema"]["optimization_step"] == 4
+    assert torch.equal(ts_a["rng"]["data"]["generator"], ts_b["rng"]["data"]["generator"])
+    assert load_json(run / "config.json")["resumes"][0]["step"] == 2
+
+
+def test_keyboard_interrupt_saves_and_resumes_exactly(straight, tmp_path):
+    run = tmp_path / "run"
+
+    def ctrl_c(step, loss):
+        if step == 3: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        D.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=ctrl_c)
+    assert [p.name for p in D.checkpoints(run)] == ["step-000002", "step-000003"]
+    D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    pd.testing.assert_frame_equal(D.read_loss_csv(run)[CMP], D.read_loss_csv(straight)[CMP])
+    assert same_weights(weights(run, 4), weights(straight, 4))
+    assert same_weights(weights(run, 4, "unet_ema"), weights(straight, 4, "unet_ema"))
+
+
+def test_sigint_finishes_the_step_then_saves(straight, tmp_path):
+    run = tmp_path / "run"
+
+    def press_ctrl_c(step, loss):
+        if step == 1: os.kill(os.getpid(), signal.SIGINT)     # a real SIGINT, as from the keyboard
+    with pytest.raises(KeyboardInterrupt):
+        D.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=press_ctrl_c)
+    assert [p.name for p in D.checkpoints(run)] == ["step-000001"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # handler restored
+    D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    assert same_weights(weights(run, 4), weights(straight, 4))
+
+
+def test_resume_can_extend_but_not_change_the_recipe(straight, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    with pytest.raises(MedsynError, match="cannot change loss"):
+        D.train("breastmnist", "l2", run, preset="smoke", progress=False, resume=True, train_steps=6)
+    with pytest.raises(MedsynError, match="cannot change lr"):
+        D.train("breastmnist", None, run, preset="smoke", progress=False, resume=True, lr=1e-3)
+    with pytest.raises(MedsynError, match="is a run on 'breastmnist'"):
+        D.train("pneumoniamnist", None, run, preset="smoke", progress=False, resume=True)
+    D.train("breastmnist", None, run, preset="smoke", progress=False, resume=True, train_steps=6)
+    assert D.read_loss_csv(run).step.tolist() == [1, 2, 3, 4, 5, 6]
+    assert D.checkpoints(run)[-1].name == "step-000006"
+
+
+# ---- failures --------------------------------------------------------------------------------------------------
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = D.diffusion_loss
+
+    def poisoned(pred, *a, **k):
+        out = real(pred, *a, **k)
+        if pred.ndim < 4: return out             # the trainer's up-front check of the loss settings
+        calls["n"] += 1
+        return out * float("nan") if calls["n"] == 3 else out
+    monkeypatch.setattr(D, "diffusion_loss", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(MedsynError, match=r"loss is nan at step 3 .*last good checkpoint.*lower --lr.*huber") as e:
+        D.train("breastmnist", "l2", run, preset="smoke", progress=False)
+    assert [p.name for p in D.checkpoints(run)] == ["step-000002"]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert all(torch.isfinite(v).all() for v in weights(run, 2).values())
+
+
+def test_training_refuses_bad_requests(straight, tmp_path):
+    with pytest.raises(MedsynError, match="multi-label"):
+        D.train("chestmnist", "l2", tmp_path / "c", preset="smoke")
+    with pytest.raises(MedsynError, match="Allowed: l2, l1, huber, pseudo_huber"):
+        D.train("breastmnist", "mse", tmp_path / "m", preset="smoke")
+    with pytest.raises(MedsynError, match="already holds a training run"):
+        D.train("breastmnist", "huber", straight, preset="smoke")
+    with pytest.raises(MedsynError, match="nothing to resume"):
+        D.train("breastmnist", "huber", tmp_path / "empty", preset="smoke", resume=True)
+    with pytest.raises(MedsynError, match="needs an output folder"):
+        D.train("breastmnist", "huber", None, preset="smoke")
+    with pytest.raises(MedsynError, match="huber_delta must be > 0"):
+        D.train("breastmnist", "huber", tmp_path / "h", preset="smoke", huber_delta=0)
+
+
+def test_cli_errors_exit_2_with_a_message(cli, tmp_path):
+    p = cli("train", "--dataset", "breastmnist", "--loss", "l3", "--preset", "smoke", "--out", tmp_path / "x")
+    assert p.returncode == 2 and "Allowed: l2, l1, huber, pseudo_huber" in p.stderr
+    p = cli("sample", "--checkpoint", tmp_path, "--per-class", "2", "--out", tmp_path / "y.npz")
+    assert p.returncode == 2 and "is not a medsyn checkpoint" in p.stderr
+
+
+# ---- sampling ---------------------------------------------------------------------------------------------------
+
+def test_resolve_and_load_model(straight):
+    ck = D.resolve_checkpoint(straight)
+    assert ck.name == "step-000004" and D.resolve_checkpoint(ck) == ck
+    assert D.resolve_checkpoint(straight / "checkpoints" / "step-000002").name == "step-000002"
+    unet, sch, meta = D.load_model(straight, device="cpu")
+    raw, _, _ = D.load_model(straight, ema=False, device="cpu")
+    assert meta["n_classes"] == 2 and sch.config.num_train_timesteps == 1000 and not unet.training
+    assert any(not torch.equal(a, b) for a, b in zip(unet.parameters(), raw.parameters()))   # EMA != raw weights
+
+
+def test_sampling_is_seeded_and_ddpm_and_guidance_work(straight, tmp_path):
+    a = load_npz(D.sample(straight, 3, tmp_path / "a.npz", steps=3, seed=5, progress=False, batch_size=4))
+    b = load_npz(D.sample(straight, 3, tmp_path / "b.npz", steps=3, seed=5, progress=False, batch_size=4))
+    c = load_npz(D.sample(straight, 3, tmp_path / "c.npz", steps=3, seed=6, progress=False, batch_size=4))
+    assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
+    d = load_npz(D.sample(straight, 2, tmp_path / "d.npz", sampler="ddpm", steps=2, guidance=3.0, progress=False))
+    assert d.images.shape == (4, 28, 28) and load_json(tmp_path / "d.json")["guidance"] == 3.0
+
+
+def test_guidance_zero_is_the_unconditional_model(straight):
+    unet, sch, meta = D.load_model(straight, device="cpu")
+    g0 = D.generate(unet, sch, [0, 1], steps=3, guidance=0.0, null_class=2, progress=False)
+    null = D.generate(unet, sch, [2, 2], steps=3, guidance=1.0, progress=False)
+    assert np.abs(g0.astype(int) - null.astype(int)).max() <= 1      # eps = eps_uncond + 0 * (...)
+    cond = D.generate(unet, sch, [0, 1], steps=3, guidance=1.0, progress=False)
+    g1 = D.generate(unet, sch, [0, 1], steps=3, guidance=1.0 + 1e-6, null_class=2, progress=False)
+    assert np.abs(cond.astype(int) - g1.astype(int)).max() <= 1       # g = 1: the conditional model
+
+
+def test_sampling_refuses_bad_requests(straight, tmp_path):
+    out = tmp_path / "x.npz"
+    for kw, msg in [(dict(per_class=0), "per_class must be an integer >= 1"),
+                    (dict(steps=0), r"steps must be an integer in 1\.\.1000"),
+                    (dict(steps=1001), r"steps must be an integer in 1\.\.1000"),
+                    (dict(sampler="euler"), "Samplers: ddim, ddpm"),
+                    (dict(sampler="ddpm", eta=0.5), "eta applies to the ddim sampler only"),
+                    (dict(guidance=-1.0), "guidance must be >= 0")]:
+        with pytest.raises(MedsynError, match=msg):
+            D.sample(straight, **{"per_class": 2, "out": out, "progress": False, **kw})
+    with pytest.raises(MedsynError, match="is not a medsyn checkpoint"):
+        D.sample(tmp_path, 2, out)
+    with pytest.raises(MedsynError, match="no such checkpoint"):
+        D.sample(tmp_path / "nope", 2, out)
+    with pytest.raises(MedsynError, match="must be an .npz"):
+        D.sample(straight, 2, tmp_path / "x.png")
+    # a checkpoint whose class count disagrees with its UNet / data set
+    bad = tmp_path / "bad"
+    shutil.copytree(straight / "checkpoints" / "step-000004", bad)
+    m = load_json(bad / "medsyn.json"); m["n_classes"] = 3
+    (bad / "medsyn.json").write_text(json.dumps(m))
+    with pytest.raises(MedsynError, match="class count mismatch"):
+        D.sample(bad, 2, out, steps=2, progress=False)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_guidance_needs_a_null_class(tmp_path):
+    run = D.train("breastmnist", "l2", tmp_path / "r", preset="smoke", progress=False, train_steps=1, label_dropout=0)
+    with pytest.raises(MedsynError, match="needs a model trained with label_dropout > 0"):
+        D.sample(run, 2, tmp_path / "x.npz", guidance=2.0)
+    assert D.sample(run, 1, tmp_path / "ok.npz", steps=1, progress=False).exists()    # guidance 1 is fine
+
+
+# ---- other recipes: 3 channels, v-prediction, linear schedule, min-SNR, accumulation, flips, fraction ----------------
+
+@pytest.mark.parametrize("loss,extra", [
+    ("l1", dict(prediction="v_prediction", schedule="linear", min_snr_gamma=5.0)),
+    ("pseudo_huber", dict(grad_accum=2, hflip=True, vflip=True, train_fraction=0.5, ema_decay=0.0)),
+])
+def test_recipes_train_and_sample(tmp_path, loss, extra):
+    run = D.train("retinamnist", loss, tmp_path / "r", preset="smoke", progress=False, train_steps=2, **extra)
+    log = D.read_loss_csv(run)
+    assert log.step.tolist() == [1, 2] and np.isfinite(log.loss).all()
+    meta = load_json(D.resolve_checkpoint(run) / "medsyn.json")
+    assert meta["n_channels"] == 3 and meta["n_classes"] == 5 and meta["loss"] == loss
+    syn = load_npz(D.sample(run, 1, tmp_path / "s.npz", steps=2, progress=False))
+    assert syn.images.shape == (5, 28, 28, 3) and syn.labels.tolist() == [0, 1, 2, 3, 4]
+    if extra.get("ema_decay") == 0.0:                                        # no EMA: EMA weights == raw weights
+        assert same_weights(weights(run, 2), weights(run, 2, "unet_ema"))
+    else:
+        assert load_json(run / "config.json")["settings"]["prediction"] == "v_prediction"
+
+
+# ---- model and losses -----------------------------------------------------------------------------------------
+
+def test_unet_presets():
+    n = {m: D.n_params(D.make_unet(1, 2, 28, m)) for m in D.UNET_PRESETS}
+    assert 5e3 < n["tiny"] < 1e5 and 1e6 <= n["small"] <= 2e6 and n["base"] > n["small"]
+    u = D.make_unet(3, 5, 64, "small")
+    assert u.config.num_class_embeds == 6 and u.config.in_channels == 3
+    assert u.config.down_block_types[-1] == "AttnDownBlock2D" and "AttnDownBlock2D" not in u.config.down_block_types[:-1]
+    with pytest.raises(MedsynError, match="1 or 3 channels"):
+        D.make_unet(2, 2, 28)
+
+
+def test_losses():
+    p, t = torch.tensor([[0.05, 2.0]]), torch.zeros(1, 2)
+    assert torch.allclose(D.diffusion_loss(p, t, "l2"), torch.tensor([(0.05**2 + 4) / 2]))
+    assert torch.allclose(D.diffusion_loss(p, t, "l1"), torch.tensor([2.05 / 2]))
+    assert torch.allclose(D.diffusion_loss(p, t, "huber", huber_delta=0.1), torch.tensor([(0.05**2 / 2 + 0.1 * (2 - 0.05)) / 2]))
+    c = 0.03
+    ph = ((0.05**2 + c**2) ** 0.5 - c + (4 + c**2) ** 0.5 - c) / 2
+    assert torch.allclose(D.diffusion_loss(p, t, "pseudo_huber", pseudo_huber_c=c), torch.tensor([ph]))
+    with pytest.raises(MedsynError, match="unknown loss 'mse'. Losses: l2, l1, huber, pseudo_huber"):
+        D.diffusion_loss(p, t, "mse")
+    sch = D.make_scheduler("cosine", "epsilon")
+    tt = torch.tensor([0, 999])
+    w = D.snr_weights(sch, tt, 5.0)
+    assert w[0] < 0.01 and w[1] == 1
+    wv = D.snr_weights(sch, tt, 5.0, "v_prediction")
+    assert torch.all(wv <= 1) and wv[1] < 1
