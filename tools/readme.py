@@ -1,13 +1,16 @@
 """Generate README.md from nbs/index.ipynb (`python tools/readme.py`), or check it is current (`--check`).
 
 nbdev's own `nbdev-readme` needs Quarto, whose installer downloads a binary; this does the same
-job with nbconvert's Markdown exporter, which the project already depends on.
+job with nbconvert: it executes the notebook (its cells only read the committed `tables/`), drops
+the code of cells marked `#| echo: false` or `#| hide`, keeps their output, and rewrites the
+notebook's `../` links so they work from the repository root.
 """
 import sys
 from pathlib import Path
 
 import nbformat
 from nbconvert import MarkdownExporter
+from nbconvert.preprocessors import ExecutePreprocessor
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file. -->\n\n"
@@ -15,16 +18,29 @@ HEADER = "<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the noteb
 
 def render() -> str:
     nb = nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4)
-    # drop cells nbdev hides from docs and the `#|` directives of the rest
+    ExecutePreprocessor(timeout=120, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(ROOT / "nbs")}})
     keep = []
     for c in nb.cells:
         lines = c.source.splitlines()
-        if any(l.strip() in ("#| hide", "#|hide") for l in lines):
+        flags = {l.replace(" ", "") for l in lines if l.startswith("#|")}
+        if "#|hide" in flags:
             continue
-        c.source = "\n".join(l for l in lines if not l.startswith("#|"))
+        if c.cell_type == "code" and "#|echo:false" in flags:
+            # keep only what the cell shows, as Markdown
+            shown = [o.get("data", {}).get("text/markdown") or o.get("text", "") for o in c.get("outputs", [])]
+            text = "\n\n".join(s.strip() for s in shown if s and s.strip())
+            if text:
+                keep.append(nbformat.v4.new_markdown_cell(text))
+            continue
+        else:
+            c.source = "\n".join(l for l in lines if not l.startswith("#|"))
+        if c.cell_type == "markdown":
+            c.source = c.source.replace("](../", "](")
         keep.append(c)
     nb.cells = keep
     body, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
+    while "\n\n\n" in body:
+        body = body.replace("\n\n\n", "\n\n")
     return HEADER + body.strip() + "\n"
 
 
@@ -32,7 +48,7 @@ def main(argv):
     text, out = render(), ROOT / "README.md"
     if "--check" in argv:
         if not out.exists() or out.read_text() != text:
-            print("README.md is out of date with nbs/index.ipynb: run `make readme`", file=sys.stderr)
+            print("README.md is out of date with nbs/index.ipynb and tables/: run `make readme`", file=sys.stderr)
             return 1
         return 0
     out.write_text(text)
