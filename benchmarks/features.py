@@ -3,7 +3,8 @@
     flock /tmp/medsyn-heavy.lock python benchmarks/features.py [--n 128] [--batch-sizes 16,64] [--threads 0]
 
 Measures, on BreastMNIST 28 px test images (grayscale, resized to 299 inside the network):
-  * medsyn.metrics.image_features, one pass for all four taps (64/192/768/2048), cache off, per batch size;
+  * medsyn.metrics.image_features, one pass for all four taps (64/192/768/2048), cache off, per batch size,
+    with the network in channels_last (medsyn's choice) and in the default contiguous layout;
   * torchmetrics' FrechetInceptionDistance(feature=2048) update on the same images (one tap, its own network),
     as the reference cost of the usual route;
   * the cost of a second call that hits the feature cache.
@@ -39,9 +40,13 @@ def main():
     dev = M.get_device(s.device)
     M.image_features(imgs[:4], s, cache=False, progress=False)            # warm-up: weights, network, threads
     rows = []
+    net = M.inception(s)                                                  # the session's network (channels_last)
     for bs in [int(b) for b in a.batch_sizes.split(',')]:
-        t = timed(lambda: M.image_features(imgs, s, cache=False, batch_size=bs, progress=False))
-        rows.append((f'medsyn image_features, 4 taps, batch {bs}', a.n / t, t))
+        for layout, fmt in (('channels_last', torch.channels_last), ('contiguous NCHW', torch.contiguous_format)):
+            net.to(memory_format=fmt)
+            t = timed(lambda: M.image_features(imgs, s, cache=False, batch_size=bs, progress=False))
+            rows.append((f'medsyn image_features, 4 taps, batch {bs}, {layout}', a.n / t, t))
+    net.to(memory_format=torch.channels_last)
     from torchmetrics.image.fid import FrechetInceptionDistance
     fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(M.fid_weights_path(s)), antialias=False).to(dev)
     x = M._to_nchw3(imgs)
