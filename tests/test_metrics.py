@@ -205,6 +205,7 @@ def test_fid_interval_and_errors():
         M.fid_from_features(a, b[:, :8])
 
 
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
 def test_kid_matches_torchmetrics():
     from torchmetrics.image.kid import KernelInceptionDistance
     rng = np.random.default_rng(2)
