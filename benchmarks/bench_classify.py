@@ -3,7 +3,8 @@
 1. resnet18_28 training throughput (images/s, forward + backward + Adam step) in the default
    (NCHW) memory layout vs channels_last, which medsyn.classify uses.
 2. resnet18_28 inference throughput, same two layouts.
-3. One LIME explanation (lime_samples perturbed images) with LIME's default classifier batch of 10
+3. The small `cnn` (the quick preset's classifier) vs resnet18_28: training throughput, channels_last, batch 128.
+4. One LIME explanation (lime_samples perturbed images) with LIME's default classifier batch of 10
    vs the batch of 256 medsyn.explain uses.
 
 Run: flock /tmp/medsyn-heavy.lock python benchmarks/bench_classify.py [--batches 32,128] [--lime-samples 300]
@@ -26,9 +27,9 @@ def best_of(fn, reps):
     return min(ts)
 
 
-def train_step_time(channels_last, batch, reps):
+def train_step_time(channels_last, batch, reps, arch="resnet18_28"):
     torch.manual_seed(0)
-    m = build_classifier("resnet18_28", 1, 2)
+    m = build_classifier(arch, 1, 2)
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 2, (batch,))
     if channels_last:
         m = m.to(memory_format=torch.channels_last); x = x.contiguous(memory_format=torch.channels_last)
@@ -63,6 +64,9 @@ def main():
     ev = {cl: eval_time(cl, 256, a.reps) for cl in (False, True)}
     print(f"predict resnet18_28 batch 256: NCHW {ev[False]:.1f} img/s, channels_last {ev[True]:.1f} img/s, "
           f"ratio {ev[True] / ev[False]:.2f}x")
+    ar = {arch: train_step_time(True, 128, a.reps, arch) for arch in ("resnet18_28", "cnn")}
+    print(f"train batch 128, channels_last: resnet18_28 {ar['resnet18_28']:.1f} img/s, cnn {ar['cnn']:.1f} img/s, "
+          f"ratio {ar['cnn'] / ar['resnet18_28']:.1f}x")
     m = build_classifier("resnet18_28", 1, 2).to(memory_format=torch.channels_last).eval()
     img = load_medmnist("breastmnist", "test").images[0]
     lt = {}

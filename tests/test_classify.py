@@ -43,7 +43,7 @@ def test_synthetic_fixture_is_medmnist_format(syn):
     assert json.loads(syn.with_suffix(".json").read_text())["flag"] == FLAG
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "resnet18_28"])
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in ("resnet18_28", "cnn")])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_torchvision_archs_forward_and_backward_on_cpu(arch, channels):
     m = build_classifier(arch, channels, 3, input_size=32)
@@ -61,6 +61,29 @@ def test_resnet18_28_is_the_benchmark_variant():
     assert m.net.conv1.kernel_size == (3, 3) and m.net.conv1.stride == (1, 1) and m.net.conv1.in_channels == 1
     assert isinstance(m.net.maxpool, torch.nn.Identity)
     assert build_classifier("resnet18", 3, 2).input_size == 224
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_small_cnn_runs_at_native_size_and_learns(channels):
+    torch.manual_seed(0)
+    m = build_classifier("cnn", channels, 3)
+    assert m.input_size is None and sum(p.numel() for p in m.parameters()) < 500_000
+    x, y = torch.randn(12, channels, 28, 28), torch.arange(12) % 3
+    x = x + y[:, None, None, None]                   # a learnable signal: the class shifts the brightness
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    first = None
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < first / 2
+
+
+def test_small_cnn_has_no_imagenet_weights(capsys):
+    with pytest.raises(MedsynError, match="cnn has no ImageNet weights"):
+        build_classifier("cnn", 1, 2, pretrained="required")
+    build_classifier("cnn", 1, 2, pretrained="true")      # falls back to training from scratch, and says so
+    assert "training it from scratch" in capsys.readouterr().err.lower()
 
 
 def test_unknown_arch_lists_valid_ones():

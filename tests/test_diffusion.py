@@ -233,10 +233,10 @@ def test_guidance_needs_a_null_class(tmp_path):
     assert D.sample(run, 1, tmp_path / "ok.npz", steps=1, progress=False).exists()    # guidance 1 is fine
 
 
-# ---- other recipes: 3 channels, v-prediction, linear schedule, min-SNR, accumulation, flips, fraction ----------------
+# ---- other recipes: 3 channels, epsilon prediction (the default is v), linear schedule, min-SNR, accumulation, flips, fraction ----------------
 
 @pytest.mark.parametrize("loss,extra", [
-    ("l1", dict(prediction="v_prediction", schedule="linear", min_snr_gamma=5.0)),
+    ("l1", dict(prediction="epsilon", schedule="linear", min_snr_gamma=5.0)),
     ("pseudo_huber", dict(grad_accum=2, hflip=True, vflip=True, train_fraction=0.5, ema_decay=0.0)),
 ])
 def test_recipes_train_and_sample(tmp_path, loss, extra):
@@ -250,7 +250,7 @@ def test_recipes_train_and_sample(tmp_path, loss, extra):
     if extra.get("ema_decay") == 0.0:                                        # no EMA: EMA weights == raw weights
         assert same_weights(weights(run, 2), weights(run, 2, "unet_ema"))
     else:
-        assert load_json(run / "config.json")["settings"]["prediction"] == "v_prediction"
+        assert load_json(run / "config.json")["settings"]["prediction"] == "epsilon"
 
 
 # ---- model and losses -----------------------------------------------------------------------------------------
