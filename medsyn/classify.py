@@ -6,7 +6,7 @@ Docs: https://medsyn.github.io/medsyn/classify.html.md"""
 
 # %% ../nbs/04_classify.ipynb #1bdf6c94
 from __future__ import annotations
-import argparse, copy, json, os, shutil, sys, tempfile, time
+import argparse, copy, json, math, os, shutil, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,9 @@ from .data import (MedMNISTSplit, load_medmnist, load_npz, medmnist_info, to_ten
 
 # %% auto #0
 __all__ = ['DEFAULT_INPUT_SIZE', 'MIN_INPUT_SIZE', 'check_arch', 'weights_file', 'imagenet_state', 'Classifier', 'small_cnn',
-           'build_classifier', 'task_kind', 'classification_metrics', 'predict', 'train_classifier', 'load_synthetic',
-           'concat', 'stratified_take', 'mix_in', 'check_regime', 'load_classifier', 'classify', 'write_synthetic',
-           'curve_table', 'augmentation_curve', 'class_fidelity', 'pop_option', 'classify_cli']
+           'build_classifier', 'task_kind', 'classification_metrics', 'predict', 'clf_schedule', 'train_classifier',
+           'load_synthetic', 'concat', 'stratified_take', 'mix_in', 'check_regime', 'load_classifier', 'classify',
+           'write_synthetic', 'curve_table', 'augmentation_curve', 'class_fidelity', 'pop_option', 'classify_cli']
 
 # %% ../nbs/04_classify.ipynb #5bfdb20b
 DEFAULT_INPUT_SIZE = {'resnet18_28': None, 'resnet18': 224, 'resnet50': 224, 'densenet121': 224, 'vgg19_bn': 224, 'cnn': None}
@@ -187,6 +187,13 @@ def predict(model, ds, batch_size:int=256, device=None) -> np.ndarray:
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 # %% ../nbs/04_classify.ipynb #315c9d26
+def clf_schedule(n_batches:int, epochs:int, min_steps:int=0) -> tuple:
+    "(epochs, validate_every): at least `min_steps` optimiser steps, validated about `epochs` times."
+    if epochs < 1: raise MedsynError(f"clf_epochs must be at least 1, got {epochs}")
+    if min_steps < 0: raise MedsynError(f"clf_min_steps must be >= 0, got {min_steps}")
+    E = max(epochs, math.ceil(min_steps / max(n_batches, 1)))
+    return E, math.ceil(E / epochs)
+
 def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, settings=None, seed:int=0, device=None,
                      progress:bool=True, input_size:int|None=None):
     "Train `arch` on `train_ds` with the MedMNIST v2 recipe; keep the epoch with the best real-validation AUC. Returns (model, history)."
@@ -202,16 +209,17 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
     model = build_classifier(arch, train_ds.n_channels, train_ds.n_classes, s.pretrained, input_size)
     model = model.to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=s.clf_lr)
-    E = s.clf_epochs
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(0.5 * E), int(0.75 * E)], gamma=0.1)
     x, y = to_tensor(train_ds.images), torch.as_tensor(train_ds.labels, dtype=torch.long)
     xv = to_tensor(val_ds.images)
     gen = torch.Generator().manual_seed(seed)
     n_batches = len(_batches(len(x), s.clf_batch_size, torch.Generator().manual_seed(0)))
+    E, every = clf_schedule(n_batches, s.clf_epochs, s.clf_min_steps)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(0.5 * E), int(0.75 * E)], gamma=0.1)
     hist, best, best_state = [], None, None
     bar = tqdm(total=E * n_batches, desc=f"{arch} seed {seed}", disable=not progress, leave=False)
+    t0, tot, cnt = time.time(), 0.0, 0
     for epoch in range(1, E + 1):
-        model.train(); t0, tot, cnt = time.time(), 0.0, 0
+        model.train()
         for b in _batches(len(x), s.clf_batch_size, gen):
             xb = x[b].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             yb = y[b].to(device, non_blocking=True)
@@ -219,14 +227,17 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             tot += loss.item() * len(b); cnt += len(b); bar.update(1)
         lr = opt.param_groups[0]['lr']; sched.step()
+        if epoch % every and epoch != E: continue
         vm = classification_metrics(val_ds.labels, predict(model, xv, device=device), val_ds.info['task'], val_ds.n_classes)
         hist.append(dict(epoch=epoch, loss=tot / cnt, lr=lr, val_acc=vm['acc'], val_auc=vm['auc'], seconds=time.time() - t0))
         bar.set_postfix(epoch=epoch, loss=f"{tot / cnt:.3f}", val_auc=f"{vm['auc']:.3f}")
         if best is None or vm['auc'] > best['val_auc']:
             best = hist[-1]; best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        t0, tot, cnt = time.time(), 0.0, 0
     bar.close()
     model.load_state_dict(best_state); model.eval()
-    return model, dict(epochs=hist, best_epoch=best['epoch'], best_val_auc=best['val_auc'], best_val_acc=best['val_acc'])
+    return model, dict(epochs=hist, best_epoch=best['epoch'], best_val_auc=best['val_auc'], best_val_acc=best['val_acc'],
+                       n_epochs=E, steps=E * n_batches, validate_every=every)
 
 # %% ../nbs/04_classify.ipynb #18728362
 def load_synthetic(path, flag:str, size:int=28, need_all_classes:bool=False) -> MedMNISTSplit:

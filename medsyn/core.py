@@ -97,6 +97,7 @@ SCHEMA = {
     'regimes': Key('list[str]', 'classifier training regimes', REGIMES),
     'clf_epochs': Key('int', 'classifier epochs'),
     'clf_batch_size': Key('int', 'classifier batch size'),
+    'clf_min_steps': Key('int', 'fewest classifier optimiser steps: small training sets get more epochs (0: clf_epochs as given)'),
     'clf_lr': Key('float', 'classifier learning rate (Adam)'),
     'pretrained': Key('str', 'ImageNet weights for torchvision classifiers', ('false', 'true', 'required')),
     'mix_ratio': Key('float', 'synthetic images per real image in the mixed regime'),

@@ -6,7 +6,7 @@ Docs: https://medsyn.github.io/medsyn/report.html.md"""
 
 # %% ../nbs/08_report.ipynb #dec737ad
 from __future__ import annotations
-import json, shutil
+import json, shutil, time
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,9 @@ def cells_table(m:dict, dataset, loss, regime) -> list:
         base = dict(dataset=dataset, loss=loss, regime=regime, cell=c['cell'], fraction=c.get('fraction', 1.0),
                     with_synthetic=c.get('with_synthetic', regime in ('synthetic', 'mixed')), n_seeds=len(c['per_seed']),
                     arch=m.get('arch'), epochs=m.get('run_record', {}).get('settings', {}).get('clf_epochs'))
+        ps = list(c['per_seed'].values())
+        if ps and 'n_epochs' in ps[0]:   # epochs as trained (clf_min_steps stretches them for small sets)
+            base.update(epochs=ps[0]['n_epochs'], steps=ps[0]['steps'])
         for k in ('acc', 'auc', 'f1_macro'): base[k], base[k + '_std'] = c['mean'][k], c['std'][k]
         rows.append(base)
     return rows
@@ -335,8 +338,12 @@ ARCH_NAMES = dict(resnet18_28='ResNet-18 (28)', resnet18='ResNet-18 (224)', resn
 def _arch_text(D) -> str:
     "The classifiers behind table `D`: 'small CNN, 8 epochs' (or several, joined)."
     if D.empty or 'arch' not in D: return 'our classifier'
-    pairs = D[['arch', 'epochs']].drop_duplicates().itertuples(index=False)
-    return '; '.join(f"{ARCH_NAMES.get(a, a)}, {int(e)} epochs" if pd.notna(e) else ARCH_NAMES.get(a, a) for a, e in pairs)
+    def one(a, g):
+        e = g['epochs'].dropna()
+        if e.empty: return ARCH_NAMES.get(a, a)
+        lo, hi = int(e.min()), int(e.max())
+        return f"{ARCH_NAMES.get(a, a)}, {lo if lo == hi else f'{lo}–{hi}'} epochs"
+    return '; '.join(one(a, g) for a, g in D.groupby('arch', sort=False))
 
 PUBLISHED = dict(fid64_l2=0.85, fid2048_huber=15.2, tstr_acc=(0.78, 0.91), fidelity=(0.80, 0.99),
                  resnet18_28={'pneumoniamnist': (0.854, 0.944), 'breastmnist': (0.863, 0.901), 'retinamnist': (0.524, 0.717)})
@@ -371,7 +378,7 @@ def comparison(T:dict, preset:str='') -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/08_report.ipynb #20231d86
-def provenance(runs_root, tables_dir) -> list:
+def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     "Preset, machine, versions and per-cell stage times of the runs under `runs_root`, as tables/provenance.{md,csv,json}."
     import os
     runs_root, tables_dir = Path(runs_root), Path(tables_dir)
@@ -386,12 +393,21 @@ def provenance(runs_root, tables_dir) -> list:
     total = sum(r['seconds'] for r in recs)     # from the cells' own records, so a resumed or re-run study still adds up
     head = (f"Preset **{runs_root.name}**, run {recs[0]['time'][:10]} on {hw}. The grid's cells took {total/60:.1f} min "
             f"of wall time in all (sum of the cells' own times: stages and kernel start-ups, report excluded). ")
+    study = _read(runs_root/'study.json') or {}
+    ran = [r for r in study.get('results', []) if r.get('status') == 'done']
+    if ran and len(ran) == len(recs) and report_seconds is not None:   # one command ran every cell: its whole time
+        whole = study['seconds'] + report_seconds
+        head += (f"The one `medsyn study` command that ran them took {whole/60:.1f} min from start to this table "
+                 f"({study['seconds']/60:.1f} min for the grid, {report_seconds:.0f} s for the report's figures and tables). ")
+    else: whole = None
     head += f"torch {v.get('torch')}, diffusers {v.get('diffusers')}, torchmetrics {v.get('torchmetrics')}.\n\nSeconds per stage:\n\n"
     tables_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(tables_dir/'provenance.md') as t: t.write_text(head + to_markdown(df))
     with atomic_path(tables_dir/'provenance.csv') as t: df.to_csv(t, index=False)
     from medsyn.core import save_json
-    save_json(dict(preset=runs_root.name, hardware=hw, versions=v, cells_seconds=total, cells=rows), tables_dir/'provenance.json')
+    s = recs[-1].get('settings', {})
+    save_json(dict(preset=runs_root.name, date=recs[0]['time'][:10], hardware=hw, versions=v, cells_seconds=total,
+                   study_seconds=whole, report_seconds=report_seconds, settings=s, cells=rows), tables_dir/'provenance.json')
     return [tables_dir/'provenance.md', tables_dir/'provenance.csv', tables_dir/'provenance.json']
 
 # %% ../nbs/08_report.ipynb #ac19d735
@@ -400,8 +416,10 @@ FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, 
 def build_report(runs_root, figures_dir, tables_dir) -> dict:
     "Collect the runs under `runs_root` and write every figure and table; returns the files written and what was missing."
     import matplotlib; matplotlib.use('Agg', force=False)
+    t0 = time.time()
     T = collect(runs_root)
     Path(figures_dir).mkdir(parents=True, exist_ok=True)
     figs = [p for f in FIGURES for p in f(T, figures_dir)]
-    tabs = write_tables(T, tables_dir) + provenance(runs_root, tables_dir)
+    tabs = write_tables(T, tables_dir)
+    tabs += provenance(runs_root, tables_dir, report_seconds=time.time() - t0)
     return dict(figures=[str(p) for p in figs], tables=[str(p) for p in tabs], missing=T['missing'], tidy=T)

@@ -79,3 +79,28 @@ def test_plan_lists_grid(cli, tmp_path):
     assert "breastmnist/real" in p.stdout and "breastmnist/huber" in p.stdout
     assert [c.name for c in plan("smoke", losses="l2,huber", runs_dir=tmp_path)] == \
         ["breastmnist/real", "breastmnist/l2", "breastmnist/huber"]
+
+
+def _fake_runs(root, statuses):
+    "A runs/<preset> folder with two finished cells and the study.json of the command that ran them."
+    from medsyn.core import save_json
+    for name in ("breastmnist/real", "breastmnist/l2"):
+        stages = {"real": 10.0} if name.endswith("real") else {"train": 60.0, "sample": 5.0}
+        save_json(dict(cell=name, stage_seconds=stages, seconds=sum(stages.values()), time="2026-11-23T10:00:00",
+                       host="h", versions={"torch": "x"}, settings={"preset": "quick"}), root / name / "DONE.json")
+    save_json(dict(seconds=80.0, results=[dict(cell=n, status=s) for n, s in statuses]), root / "study.json")
+
+
+def test_provenance_states_the_whole_command_time_only_when_one_command_ran_every_cell(tmp_path):
+    from medsyn.report import provenance
+    root = tmp_path / "runs" / "quick"
+    _fake_runs(root, [("breastmnist/real", "done"), ("breastmnist/l2", "done")])
+    provenance(root, tmp_path / "t1", report_seconds=20.0)
+    p = json.loads((tmp_path / "t1" / "provenance.json").read_text())
+    assert p["cells_seconds"] == 75.0 and p["study_seconds"] == 100.0 and p["report_seconds"] == 20.0
+    assert "took 1.7 min from start to this table" in (tmp_path / "t1" / "provenance.md").read_text()
+    # a re-run that skipped a finished cell did not time it: no whole-command time is claimed
+    _fake_runs(root, [("breastmnist/real", "skipped"), ("breastmnist/l2", "done")])
+    provenance(root, tmp_path / "t2", report_seconds=20.0)
+    p = json.loads((tmp_path / "t2" / "provenance.json").read_text())
+    assert p["study_seconds"] is None and "from start to this table" not in (tmp_path / "t2" / "provenance.md").read_text()
