@@ -16,8 +16,8 @@ from .core import MedsynError, load_json, atomic_path
 
 # %% auto #0
 __all__ = ['ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown', 'to_latex', 'write_table', 'cells_table', 'collect', 'save_fig',
-           'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc', 'fig_memorisation', 'fig_downstream',
-           'fig_low_data', 'fig_lime', 'write_tables', 'comparison', 'provenance', 'build_report']
+           'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc', 'fig_memorisation',
+           'fig_downstream', 'fig_low_data', 'fig_lime', 'write_tables', 'comparison', 'provenance', 'build_report']
 
 # %% ../nbs/08_report.ipynb #10a92387
 def to_markdown(df:pd.DataFrame) -> str:
@@ -132,6 +132,18 @@ def save_fig(fig, figures_dir, name:str) -> list:
     with atomic_path(pdf) as t: fig.savefig(t, bbox_inches='tight', format='pdf')
     return [save_figure(fig, Path(figures_dir)/f'{name}.png'), pdf]
 
+def copy_figure(src, figures_dir, name:str) -> list:
+    "A PNG a stage drew (LIME panel, closest pairs) as `name`.png and `name`.pdf in `figures_dir`, atomically."
+    import matplotlib.pyplot as plt
+    img = plt.imread(str(src)); h, w = img.shape[:2]
+    fig = plt.figure(figsize=(w / 100, h / 100), dpi=100); fig.figimage(img, resize=False)
+    pdf = Path(figures_dir)/f'{name}.pdf'
+    with atomic_path(pdf) as t: fig.savefig(t, format='pdf', dpi=100)
+    plt.close(fig)
+    png = Path(figures_dir)/f'{name}.png'
+    with atomic_path(png) as t: shutil.copyfile(src, t)
+    return [png, pdf]
+
 # %% ../nbs/08_report.ipynb #5e4e56bc
 def fig_grids(T:dict, figures_dir, n:int=6) -> list:
     "Per data set: for each class a row of real images, then a row per loss of synthetic ones."
@@ -233,7 +245,7 @@ def fig_memorisation(T:dict, figures_dir) -> list:
         out += save_fig(fig, figures_dir, 'memorisation')
     for f in T['files']:
         if f['closest'].exists():
-            dst = Path(figures_dir)/f"closest_{f['dataset']}_{f['loss']}.png"; shutil.copyfile(f['closest'], dst); out.append(dst)
+            out += copy_figure(f['closest'], figures_dir, f"closest_{f['dataset']}_{f['loss']}")
     return out
 
 def fig_downstream(T:dict, figures_dir) -> list:
@@ -290,7 +302,7 @@ def fig_lime(T:dict, figures_dir) -> list:
     out = []
     for f in T['files']:
         for i, p in enumerate(f['lime'][:1]):
-            dst = Path(figures_dir)/f"lime_{f['dataset']}_{f['loss']}.png"; shutil.copyfile(p, dst); out.append(dst)
+            out += copy_figure(p, figures_dir, f"lime_{f['dataset']}_{f['loss']}")
     return out
 
 # %% ../nbs/08_report.ipynb #5b264ad0
@@ -397,8 +409,8 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     ran = [r for r in study.get('results', []) if r.get('status') == 'done']
     if ran and len(ran) == len(recs) and report_seconds is not None:   # one command ran every cell: its whole time
         whole = study['seconds'] + report_seconds
-        head += (f"The one `medsyn study` command that ran them took {whole/60:.1f} min from start to this table "
-                 f"({study['seconds']/60:.1f} min for the grid, {report_seconds:.0f} s for the report's figures and tables). ")
+        head += (f"The `medsyn study` command that ran every cell spent {study['seconds']/60:.1f} min on the grid, and the "
+                 f"report's figures and tables took {report_seconds:.0f} s: {whole/60:.1f} min in all. ")
     else: whole = None
     head += f"torch {v.get('torch')}, diffusers {v.get('diffusers')}, torchmetrics {v.get('torchmetrics')}.\n\nSeconds per stage:\n\n"
     tables_dir.mkdir(parents=True, exist_ok=True)

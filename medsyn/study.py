@@ -114,14 +114,18 @@ class _Progress:
         with self.lock:
             self.finished += 1
             if res['status'] != 'skipped': self.spent.append((kind, res['seconds']))
-        left = self.todo - self.finished
-        def mean(k):
-            xs = [t for kk, t in self.spent if kk == k] or [t for _, t in self.spent]
-            return sum(xs) / len(xs) if xs else 0
-        eta = sum(mean(k) for k in left_kinds) / self.jobs if left else 0
         extra = f" at {res['stage']}: {res['error']}" if res['status'] == 'failed' else ''
         self.say(f"{res['cell']}: {res['status']}{extra} ({_fmt(res['seconds'])}) — {self.finished}/{self.todo} cells"
-                 + (f", about {_fmt(eta)} left" if left else ""))
+                 + self.estimate(left_kinds))
+    def estimate(self, left_kinds) -> str:
+        "', about M:SS left' from finished cells of each kind; a kind with none finished yet is named, not guessed."
+        if not left_kinds: return ''
+        timed = {k: [t for kk, t in self.spent if kk == k] for k in set(left_kinds)}
+        known = sum(sum(timed[k]) / len(timed[k]) for k in left_kinds if timed[k]) / self.jobs
+        untimed = sorted({k for k in left_kinds if not timed[k]})
+        parts = [f"about {_fmt(known)} left"] if known else []
+        parts += [f"{sum(1 for k in left_kinds if k == u)} {u} cell(s) not yet timed" for u in untimed]
+        return ', ' + ' + '.join(parts)
 
 def run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:int=1, force:bool=False,
               runs_dir='runs', figures_dir='figures', tables_dir='tables', overrides:dict|None=None,
@@ -148,7 +152,8 @@ def run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:i
     results = base + rest
     failed = [r for r in results if r['status'] == 'failed']
     summary = dict(preset=preset, results=results, failed=failed, seconds=time.time()-prog.t0, jobs=jobs)
-    save_json(run_record(s, **summary), Path(runs_dir)/preset/'study.json')   # before the report, which reads it
+    rec = Path(runs_dir)/preset/'study.json'   # the record of the last command that ran cells; the report reads it
+    if any(r['status'] != 'skipped' for r in results) or not rec.exists(): save_json(run_record(s, **summary), rec)
     if report:
         prog.say("report ...")
         rep = Path(runs_dir)/preset/'report.ipynb'

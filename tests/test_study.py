@@ -98,9 +98,21 @@ def test_provenance_states_the_whole_command_time_only_when_one_command_ran_ever
     provenance(root, tmp_path / "t1", report_seconds=20.0)
     p = json.loads((tmp_path / "t1" / "provenance.json").read_text())
     assert p["cells_seconds"] == 75.0 and p["study_seconds"] == 100.0 and p["report_seconds"] == 20.0
-    assert "took 1.7 min from start to this table" in (tmp_path / "t1" / "provenance.md").read_text()
+    assert "took 20 s: 1.7 min in all" in (tmp_path / "t1" / "provenance.md").read_text()
     # a re-run that skipped a finished cell did not time it: no whole-command time is claimed
     _fake_runs(root, [("breastmnist/real", "skipped"), ("breastmnist/l2", "done")])
     provenance(root, tmp_path / "t2", report_seconds=20.0)
     p = json.loads((tmp_path / "t2" / "provenance.json").read_text())
-    assert p["study_seconds"] is None and "from start to this table" not in (tmp_path / "t2" / "provenance.md").read_text()
+    assert p["study_seconds"] is None and "min in all" not in (tmp_path / "t2" / "provenance.md").read_text()
+
+
+def test_a_command_that_ran_no_cell_keeps_the_timing_of_the_one_that_did(tmp_path):
+    from medsyn.core import save_json
+    from medsyn.study import run_study
+    runs = tmp_path / "runs"
+    for c in plan("smoke", runs_dir=runs):   # every cell already finished by an earlier command
+        save_json(dict(cell=c.name), c.done_marker)
+    save_json(dict(seconds=123.0, results=[dict(cell="breastmnist/l2", status="done")]), runs / "smoke" / "study.json")
+    res = run_study("smoke", runs_dir=runs, report=False, out=open(tmp_path / "log", "w"))
+    assert {r["status"] for r in res["results"]} == {"skipped"}
+    assert json.loads((runs / "smoke" / "study.json").read_text())["seconds"] == 123.0
