@@ -129,7 +129,7 @@ def save_fig(fig, figures_dir, name:str) -> list:
     "Save `fig` as `name`.png and `name`.pdf in `figures_dir` (atomically) and close it."
     from medsyn.data import save_figure
     pdf = Path(figures_dir)/f'{name}.pdf'
-    with atomic_path(pdf) as t: fig.savefig(t, bbox_inches='tight', format='pdf')
+    with atomic_path(pdf) as t: fig.savefig(t, bbox_inches='tight', format='pdf', metadata={'CreationDate': None})   # same figure, same bytes
     return [save_figure(fig, Path(figures_dir)/f'{name}.png'), pdf]
 
 def copy_figure(src, figures_dir, name:str) -> list:
@@ -138,7 +138,7 @@ def copy_figure(src, figures_dir, name:str) -> list:
     img = plt.imread(str(src)); h, w = img.shape[:2]
     fig = plt.figure(figsize=(w / 100, h / 100), dpi=100); fig.figimage(img, resize=False)
     pdf = Path(figures_dir)/f'{name}.pdf'
-    with atomic_path(pdf) as t: fig.savefig(t, format='pdf', dpi=100)
+    with atomic_path(pdf) as t: fig.savefig(t, format='pdf', dpi=100, metadata={'CreationDate': None})
     plt.close(fig)
     png = Path(figures_dir)/f'{name}.png'
     with atomic_path(png) as t: shutil.copyfile(src, t)
@@ -257,7 +257,7 @@ def fig_downstream(T:dict, figures_dir) -> list:
     D = D[D['regime'].isin(['real', 'synthetic', 'mixed'])].copy()
     D['trained on'] = np.where(D['regime'] == 'real', 'real', D['regime'] + ' (' + D['loss'].fillna('') + ')')
     ds = sorted(D['dataset'].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8))
+    fig, axes = plt.subplots(1, 2, figsize=(3 + 2.2 * len(ds), 2.8))
     for ax, m in zip(axes, ('acc', 'auc')):
         order = sorted(D['trained on'].unique(), key=lambda s: (s != 'real', s))
         w = 0.8 / len(order)
@@ -265,7 +265,7 @@ def fig_downstream(T:dict, figures_dir) -> list:
             g = D[D['trained on'] == o].set_index('dataset').reindex(ds)
             ax.bar(np.arange(len(ds)) + (j - (len(order) - 1) / 2) * w, g[m], w, yerr=g[m + '_std'], capsize=2, label=o)
         ax.set_xticks(range(len(ds)), ds); ax.set(ylim=(0, 1), ylabel=m.upper(), title=f'{m.upper()} on real test images')
-    axes[1].legend(fontsize=6)
+    axes[1].legend(fontsize=7, title='trained on', title_fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1), frameon=False)
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'downstream')
 
@@ -401,7 +401,7 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     if not recs: return []
     v = recs[-1]['versions']
     hw = v.get('gpu') or f"CPU only ({os.cpu_count()} cores here; run on {recs[-1].get('host', '?')}, {v.get('platform', '?')})"
-    df = pd.DataFrame(rows).fillna('')
+    df = pd.DataFrame(rows).astype(object).fillna('')   # a baseline has no train/sample/... stage: blank, not NaN
     total = sum(r['seconds'] for r in recs)     # from the cells' own records, so a resumed or re-run study still adds up
     head = (f"Preset **{runs_root.name}**, run {recs[0]['time'][:10]} on {hw}. The grid's cells took {total/60:.1f} min "
             f"of wall time in all (sum of the cells' own times: stages and kernel start-ups, report excluded). ")
