@@ -35,7 +35,7 @@ def main():
     from medsyn.metrics import image_features, fid_from_features
     out = Path(a.out); shutil.rmtree(out, ignore_errors=True)
     real = load_medmnist(a.dataset, 'test')
-    fr = image_features(real.images[stratified_indices(real.labels, per_class=a.per_class, seed=0)], progress=False)['64']
+    fr = image_features(real.images[stratified_indices(real.labels, per_class=a.per_class, seed=0)], progress=False)[64]
     rows = []
     for spec in a.recipes.split(';'):
         over = parse(spec); d = out/spec.replace('=', '').replace(',', '_')
@@ -48,7 +48,7 @@ def main():
         log = pd.read_csv(d/'model'/'loss.csv')
         rows.append(dict(recipe=spec, train_s=round(secs, 1), img_per_s=round(float(log.images_per_s.iloc[2:].median()), 1),
                          last_loss=round(float(log.loss.tail(5).mean()), 4),
-                         fid64=round(fid_from_features(fr, image_features(syn.images, progress=False)['64']), 3)))
+                         fid64=round(fid_from_features(fr, image_features(syn.images, progress=False)[64]), 3)))
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     print(f"\n{a.dataset}, quick preset ({s.batch_size} images a step, EMA {s.ema_decay}), l2 loss, DDIM-20, "
