@@ -128,17 +128,20 @@ def _style():
 def save_fig(fig, figures_dir, name:str) -> list:
     "Save `fig` as `name`.png and `name`.pdf in `figures_dir` (atomically) and close it."
     from medsyn.data import save_figure
-    pdf = Path(figures_dir)/f'{name}.pdf'
-    with atomic_path(pdf) as t: fig.savefig(t, bbox_inches='tight', format='pdf', metadata={'CreationDate': None})   # same figure, same bytes
+    pdf = _save_pdf(fig, Path(figures_dir)/f'{name}.pdf', bbox_inches='tight')
     return [save_figure(fig, Path(figures_dir)/f'{name}.png'), pdf]
+
+def _save_pdf(fig, path:Path, **kw) -> Path:
+    "`fig` as a PDF at `path`, atomically; no creation date, so the same figure gives the same bytes."
+    with atomic_path(path) as t: fig.savefig(t, format='pdf', metadata={'CreationDate': None}, **kw)
+    return path
 
 def copy_figure(src, figures_dir, name:str) -> list:
     "A PNG a stage drew (LIME panel, closest pairs) as `name`.png and `name`.pdf in `figures_dir`, atomically."
     import matplotlib.pyplot as plt
     img = plt.imread(str(src)); h, w = img.shape[:2]
     fig = plt.figure(figsize=(w / 100, h / 100), dpi=100); fig.figimage(img, resize=False)
-    pdf = Path(figures_dir)/f'{name}.pdf'
-    with atomic_path(pdf) as t: fig.savefig(t, format='pdf', dpi=100, metadata={'CreationDate': None})
+    pdf = _save_pdf(fig, Path(figures_dir)/f'{name}.pdf', dpi=100)
     plt.close(fig)
     png = Path(figures_dir)/f'{name}.png'
     with atomic_path(png) as t: shutil.copyfile(src, t)
@@ -406,8 +409,8 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     head = (f"Preset **{runs_root.name}**, run {recs[0]['time'][:10]} on {hw}. The grid's cells took {total/60:.1f} min "
             f"of wall time in all (sum of the cells' own times: stages and kernel start-ups, report excluded). ")
     study = _read(runs_root/'study.json') or {}
-    ran = [r for r in study.get('results', []) if r.get('status') == 'done']
-    if ran and len(ran) == len(recs) and report_seconds is not None:   # one command ran every cell: its whole time
+    ran = {r['cell'] for r in study.get('results', []) if r.get('status') == 'done'}
+    if ran == {r['cell'] for r in recs} and report_seconds is not None:   # one command ran every cell: its whole time
         whole = study['seconds'] + report_seconds
         head += (f"The `medsyn study` command that ran every cell spent {study['seconds']/60:.1f} min on the grid, and the "
                  f"report's figures and tables took {report_seconds:.0f} s: {whole/60:.1f} min in all. ")
