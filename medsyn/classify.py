@@ -195,8 +195,8 @@ def clf_schedule(n_batches:int, epochs:int, min_steps:int=0) -> tuple:
     return E, math.ceil(E / epochs)
 
 def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, settings=None, seed:int=0, device=None,
-                     progress:bool=True, input_size:int|None=None):
-    "Train `arch` on `train_ds` with the MedMNIST v2 recipe; keep the epoch with the best real-validation AUC. Returns (model, history)."
+                     progress:bool=True, input_size:int|None=None, augment=None):
+    "Train `arch` on `train_ds` with the MedMNIST v2 recipe (`augment`: a batch transform, e.g. `classical_augmentation`); keep the epoch with the best real-validation AUC. Returns (model, history)."
     import torch, torch.nn.functional as F
     from tqdm.auto import tqdm
     s = settings or load_settings()
@@ -221,7 +221,9 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
     for epoch in range(1, E + 1):
         model.train()
         for b in _batches(len(x), s.clf_batch_size, gen):
-            xb = x[b].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            xb = x[b].to(device, non_blocking=True)
+            if augment is not None: xb = augment(xb)
+            xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y[b].to(device, non_blocking=True)
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
@@ -237,7 +239,7 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
     bar.close()
     model.load_state_dict(best_state); model.eval()
     return model, dict(epochs=hist, best_epoch=best['epoch'], best_val_auc=best['val_auc'], best_val_acc=best['val_acc'],
-                       n_epochs=E, steps=E * n_batches, validate_every=every)
+                       n_epochs=E, steps=E * n_batches, validate_every=every, augment=repr(augment) if augment is not None else None)
 
 # %% ../nbs/04_classify.ipynb #18728362
 def load_synthetic(path, flag:str, size:int=28, need_all_classes:bool=False) -> MedMNISTSplit:

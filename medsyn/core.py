@@ -102,6 +102,11 @@ SCHEMA = {
     'pretrained': Key('str', 'ImageNet weights for torchvision classifiers', ('false', 'true', 'required')),
     'mix_ratio': Key('float', 'synthetic images per real image in the mixed regime'),
     'fractions': Key('list[float]', 'real training fractions of the low-data curve'),
+    # the scarce-data experiment (nbs/09_scarce.ipynb)
+    'low_data_datasets': Key('list[str]', "data sets that run the scarce-data experiment ('all': every data set of the grid)", DATASETS_2D + ('all',)),
+    'low_data_seeds': Key('list[int]', 'classifier seeds of each scarce-data arm (paired across arms)'),
+    'low_data_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arms (a list sweeps them)'),
+    'low_data_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)'),
     # LIME
     'lime_images': Key('int', 'test images explained per data set'),
     'lime_samples': Key('int', 'perturbed samples per LIME explanation'),

@@ -14,9 +14,10 @@ import numpy as np
 from .core import MedsynError, DATASETS_2D, repo_root, atomic_path, load_json
 
 # %% auto #0
-__all__ = ['SIZES', 'SPLITS', 'medmnist_info', 'npz_name', 'medmnist_root', 'search_dirs', 'file_digest', 'md5sum', 'verify_md5',
-           'MedMNISTSplit', 'find_medmnist', 'load_medmnist', 'check_conditioning', 'to_tensor', 'to_uint8',
-           'stratified_indices', 'subsample', 'sidecar_path', 'load_npz', 'image_grid', 'save_figure', 'class_rows',
+__all__ = ['SIZES', 'SPLITS', 'AUGMENT_POLICIES', 'MODALITY', 'medmnist_info', 'npz_name', 'medmnist_root', 'search_dirs',
+           'file_digest', 'md5sum', 'verify_md5', 'MedMNISTSplit', 'find_medmnist', 'load_medmnist',
+           'check_conditioning', 'to_tensor', 'to_uint8', 'stratified_indices', 'subsample', 'indices_digest',
+           'Augment', 'classical_augmentation', 'sidecar_path', 'load_npz', 'image_grid', 'save_figure', 'class_rows',
            'real_grid', 'describe', 'data_cli']
 
 # %% ../nbs/01_data.ipynb #10571ab3
@@ -189,6 +190,53 @@ def subsample(ds:MedMNISTSplit, fraction:float|None=None, per_class:int|None=Non
     "A class-stratified, seeded subsample of `ds`."
     if fraction == 1.0: return ds
     return ds.subset(stratified_indices(ds.labels, fraction, per_class, seed, ds.n_classes))
+
+# %% ../nbs/01_data.ipynb #da91f54d
+def indices_digest(indices) -> str:
+    "SHA-256 (first 16 hex digits) of a set of image indices, order-free: which images a model saw."
+    idx = np.unique(np.asarray(indices, dtype=np.int64))
+    return hashlib.sha256(idx.tobytes()).hexdigest()[:16]
+
+# %% ../nbs/01_data.ipynb #eabfe90d
+AUGMENT_POLICIES = {
+    # hflip/vflip: mirror allowed; rot90: any multiple of 90 degrees; degrees/translate/scale: RandomAffine; jitter: ColorJitter
+    'xray':       dict(hflip=False, vflip=False, rot90=False, degrees=10, translate=0.08, scale=(0.9, 1.1), brightness=0.2, contrast=0.2),
+    'ultrasound': dict(hflip=True,  vflip=False, rot90=False, degrees=10, translate=0.08, scale=(0.9, 1.1), brightness=0.2, contrast=0.2),
+    'fundus':     dict(hflip=True,  vflip=True,  rot90=False, degrees=180, translate=0.04, scale=(0.95, 1.05), brightness=0.1, contrast=0.1, saturation=0.1),
+    'oct':        dict(hflip=True,  vflip=False, rot90=False, degrees=5, translate=0.05, scale=(0.95, 1.05), brightness=0.15, contrast=0.15),
+    'ct':         dict(hflip=False, vflip=False, rot90=False, degrees=10, translate=0.08, scale=(0.9, 1.1), brightness=0.1, contrast=0.1),
+    'microscopy': dict(hflip=True,  vflip=True,  rot90=True,  degrees=0, translate=0.0, scale=None, brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
+    'dermatoscopy': dict(hflip=True, vflip=True, rot90=False, degrees=180, translate=0.05, scale=(0.95, 1.05), brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
+}
+MODALITY = dict(pneumoniamnist='xray', chestmnist='xray', breastmnist='ultrasound', retinamnist='fundus', octmnist='oct',
+                organamnist='ct', organcmnist='ct', organsmnist='ct', pathmnist='microscopy', bloodmnist='microscopy',
+                tissuemnist='microscopy', dermamnist='dermatoscopy')
+
+class Augment:
+    "A per-image `torchvision.transforms.v2` pipeline applied to a batch (N, C, H, W) in [-1, 1], on the batch's device."
+    def __init__(self, transform, name:str=''): self.transform, self.name = transform, name
+    def __call__(self, x):
+        import torch
+        x01 = (x + 1) / 2
+        return torch.stack([self.transform(im) for im in x01]).clamp_(0, 1).mul_(2).sub_(1)
+    def __repr__(self): return f"Augment({self.name}: {self.transform})"
+
+def classical_augmentation(flag:str, n_channels:int|None=None) -> Augment:
+    "The classical augmentation of `flag`'s modality (`AUGMENT_POLICIES`), as an `Augment`."
+    from torchvision.transforms import v2
+    info = medmnist_info(flag)
+    if flag not in MODALITY: raise MedsynError(f"no augmentation policy for '{flag}'. Data sets with one: {', '.join(MODALITY)}")
+    p, c = AUGMENT_POLICIES[MODALITY[flag]], n_channels or info['n_channels']
+    t = []
+    if p['hflip']: t.append(v2.RandomHorizontalFlip())
+    if p['vflip']: t.append(v2.RandomVerticalFlip())
+    if p['rot90']: t.append(v2.RandomChoice([v2.RandomRotation((a, a)) for a in (0, 90, 180, 270)]))
+    if p['degrees'] or p['translate'] or p['scale']:
+        t.append(v2.RandomAffine(degrees=p['degrees'], translate=(p['translate'],) * 2 if p['translate'] else None, scale=p['scale'],
+                                 interpolation=v2.InterpolationMode.BILINEAR, fill=0))
+    colour = dict(saturation=p.get('saturation'), hue=p.get('hue')) if c == 3 else {}
+    t.append(v2.ColorJitter(brightness=p['brightness'], contrast=p['contrast'], **{k: v for k, v in colour.items() if v}))
+    return Augment(v2.Compose(t), f"{flag}, {MODALITY[flag]}")
 
 # %% ../nbs/01_data.ipynb #7735bfe6
 def sidecar_path(path) -> Path:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device,
                          run_record, save_json, load_json, atomic_path)
 from .data import (load_medmnist, medmnist_info, check_conditioning, subsample, to_tensor, to_uint8,
-                         image_grid, save_figure, class_rows, sidecar_path)
+                         image_grid, save_figure, class_rows, sidecar_path, stratified_indices, indices_digest)
 
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'unet_config', 'make_unet', 'n_params',
@@ -235,7 +235,10 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     dev, main = acc.device, acc.is_main_process
     seed_everything(s.seed)
     ds = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
-    if s.train_fraction < 1: ds = subsample(ds, fraction=s.train_fraction, seed=s.seed)
+    seen = np.arange(len(ds)) if s.train_fraction >= 1 else stratified_indices(ds.labels, s.train_fraction, seed=s.seed, n_classes=ds.n_classes)
+    ds = ds.subset(seen) if s.train_fraction < 1 else ds
+    real_images = dict(split='train', fraction=s.train_fraction, subset_seed=s.seed, n=len(seen), digest=indices_digest(seen),
+                       indices=seen.tolist() if s.train_fraction < 1 else None)   # which real images the model saw
     x, y = to_tensor(ds.images).to(dev), torch.from_numpy(ds.labels).to(dev)
     n_classes = ds.n_classes
     g = torch.Generator(device=dev).manual_seed(s.seed * 1000 + acc.process_index)
@@ -269,7 +272,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         rec = run_record(s, seed=s.seed, **meta, unet_config=dict(unet_config(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)),
-                         n_params=n_params(unet), n_train_images=len(ds), processes=acc.num_processes, device=str(dev))
+                         n_params=n_params(unet), n_train_images=len(ds), real_images=real_images, processes=acc.num_processes, device=str(dev))
         if resume: rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}; rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
         save_json(rec, out/'config.json')
         rows = []

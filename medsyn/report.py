@@ -15,9 +15,10 @@ import pandas as pd
 from .core import MedsynError, load_json, atomic_path
 
 # %% auto #0
-__all__ = ['ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown', 'to_latex', 'write_table', 'cells_table', 'collect', 'save_fig',
-           'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc', 'fig_memorisation',
-           'fig_downstream', 'fig_low_data', 'fig_lime', 'write_tables', 'comparison', 'provenance', 'build_report']
+__all__ = ['SCARCE_NOTE', 'ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown', 'to_latex', 'write_table', 'cells_table',
+           'collect', 'save_fig', 'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc',
+           'fig_memorisation', 'fig_downstream', 'fig_low_data', 'fig_lime', 'write_tables', 'comparison', 'provenance',
+           'build_report']
 
 # %% ../nbs/08_report.ipynb #10a92387
 def to_markdown(df:pd.DataFrame) -> str:
@@ -71,7 +72,7 @@ def cells_table(m:dict, dataset, loss, regime) -> list:
     return rows
 
 def collect(runs_root) -> dict:
-    "Tidy tables of every run under `runs_root` (= runs/<preset>): losses, FID, KID, PRDC, memorisation, classifiers, fidelity, LIME."
+    "Tidy tables of every run under `runs_root` (= runs/<preset>): losses, FID, KID, PRDC, memorisation, classifiers, fidelity, LIME, scarce data."
     runs_root = Path(runs_root)
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
     T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'files', 'missing')}
@@ -104,7 +105,7 @@ def collect(runs_root) -> dict:
                     with np.load(audit) as z:
                         for sp in ('pixel', 'inception'):
                             T['memo_images'].append(pd.DataFrame(dict(dataset=d, loss=l, space=sp, ratio=z[f'{sp}_ratio'])))
-            for reg in ('synthetic', 'mixed', 'low_data'):
+            for reg in ('synthetic', 'mixed'):   # the scarce-data experiment has its own tables (medsyn.scarce)
                 cm = _read(run/f'classify_{reg}'/'metrics.json')
                 if cm: T['downstream'] += cells_table(cm, d, l, reg)
             f = _read(run/'fidelity.json')
@@ -113,7 +114,9 @@ def collect(runs_root) -> dict:
             if lm: T['lime'].append(dict(dataset=d, loss=l, lime_iou=lm['mean_iou'], lime_random_iou=lm['baseline']['random_iou'], lime_images=lm['n']))
             T['files'].append(dict(dataset=d, loss=l, grid=run/'grid.png', closest=run/'metrics_closest.png', lime=sorted((run/'lime').glob('*.png')) if (run/'lime').exists() else [],
                                    synthetic=run/'synthetic.npz'))
-    out = {}
+    from medsyn.scarce import collect_scarce
+    sc = collect_scarce(runs_root)     # runs the leak check on every per-fraction generator
+    out = dict(scarce_rows=sc['rows'], scarce_generators=sc['generators'])
     for k, v in T.items():
         if k in ('missing', 'files'): out[k] = v
         elif k in ('loss_log', 'memo_images'): out[k] = pd.concat(v, ignore_index=True) if v else pd.DataFrame()
@@ -273,32 +276,12 @@ def fig_downstream(T:dict, figures_dir) -> list:
     return save_fig(fig, figures_dir, 'downstream')
 
 def fig_low_data(T:dict, figures_dir) -> list:
-    "The augmentation curve: AUC against the fraction of real training images, with and without synthetic images."
-    import matplotlib.pyplot as plt
+    "The scarce-data experiment: AUC and accuracy against real training images, per arm, with 95 % intervals (`medsyn.scarce.fig_scarce`)."
+    from medsyn.scarce import scarce_table, fig_scarce
     _style()
-    D = T['downstream']
-    if D.empty or not (D['regime'] == 'low_data').any(): return []
-    ds = sorted(D.loc[D['regime'] == 'low_data', 'dataset'].unique())
-    fig, axes = plt.subplots(1, len(ds), figsize=(2.7*len(ds) + 0.6, 2.8), squeeze=False)
-    for ax, d in zip(axes[0], ds):
-        g = D[D['dataset'] == d]
-        full_real = g[g['regime'] == 'real']
-        lo = g[(g['regime'] == 'low_data') & ~g['with_synthetic']].groupby('fraction')[['auc', 'auc_std']].mean()
-        if not full_real.empty: lo.loc[1.0] = full_real[['auc', 'auc_std']].iloc[0].to_numpy()
-        lo = lo.sort_index()
-        ax.errorbar(lo.index, lo['auc'], yerr=lo['auc_std'], marker='o', capsize=2, color='black', label='real only')
-        for l, h in g[g['regime'] == 'low_data'].groupby('loss'):
-            cur = h[h['with_synthetic']].set_index('fraction')[['auc', 'auc_std']]
-            mixed = g[(g['regime'] == 'mixed') & (g['loss'] == l)]
-            if not mixed.empty: cur.loc[1.0] = mixed[['auc', 'auc_std']].iloc[0].to_numpy()
-            cur = cur.sort_index()
-            ax.errorbar(cur.index, cur['auc'], yerr=cur['auc_std'], marker='s', capsize=2, label=f'+ synthetic ({l})')
-        fr = sorted(set(g.loc[g['regime'] == 'low_data', 'fraction']) | {1.0})
-        ax.set(xscale='log', xlabel='real training images used', title=d)
-        ax.set_xticks(fr, [f"{f:.0%}" for f in fr]); ax.minorticks_off()
-    axes[0, 0].set_ylabel('AUC (real test)'); axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
-    return save_fig(fig, figures_dir, 'low_data')
+    R = T.get('scarce_rows', pd.DataFrame())
+    if R.empty: return []
+    return save_fig(fig_scarce(scarce_table(R, T.get('scarce_generators'))), figures_dir, 'low_data')
 
 def fig_lime(T:dict, figures_dir) -> list:
     "Copy each run's LIME panel (real-trained vs synthetic-trained explanations) into the figures."
@@ -310,7 +293,13 @@ def fig_lime(T:dict, figures_dir) -> list:
 
 # %% ../nbs/08_report.ipynb #5b264ad0
 def _ci(v, lo, hi, p=2): return f"{v:.{p}f} [{lo:.{p}f}, {hi:.{p}f}]"
-def _pm(m, sd, p=3): return f"{m:.{p}f} ± {sd:.{p}f}"
+def _pm(m, sd, n=2, p=3): return f"{m:.{p}f} ± {sd:.{p}f}" if n > 1 else f"{m:.{p}f} (1 seed)"
+
+SCARCE_NOTE = ("Every generator was trained only on the real images of its row (the same class-stratified subset as the "
+               "classifiers; checked by `medsyn.scarce.check_leak`). Intervals: Student-t 95 % over classifier seeds, for one draw of "
+               "the subset and one generator. ΔAUC: the arm minus *real only*, paired by seed. 'no detectable difference': the "
+               "interval includes 0. Generator copies: share of its samples nearer a subset image than `nearcopy_ratio` times the "
+               "typical test-to-subset pixel distance; 'replays its subset': more than half.")
 
 def write_tables(T:dict, tables_dir) -> list:
     "FID (all sizes, intervals, floors, flags), downstream metrics per regime, class fidelity and LIME, and the comparison with published numbers."
@@ -335,10 +324,18 @@ def write_tables(T:dict, tables_dir) -> list:
         num = D[['dataset', 'loss', 'regime', 'cell', 'arch', 'epochs', 'n_seeds', 'acc', 'acc_std', 'auc', 'auc_std', 'f1_macro', 'f1_macro_std']]
         fmt = pd.DataFrame(dict(dataset=num['dataset'], loss=num['loss'], regime=num['regime'], cell=num['cell'], arch=num['arch'],
                                 epochs=num['epochs'], seeds=num['n_seeds'],
-                                ACC=[_pm(a, b) for a, b in zip(num['acc'], num['acc_std'])], AUC=[_pm(a, b) for a, b in zip(num['auc'], num['auc_std'])],
-                                F1=[_pm(a, b) for a, b in zip(num['f1_macro'], num['f1_macro_std'])]))
+                                ACC=[_pm(a, b, n) for a, b, n in zip(num['acc'], num['acc_std'], num['n_seeds'])],
+                                AUC=[_pm(a, b, n) for a, b, n in zip(num['auc'], num['auc_std'], num['n_seeds'])],
+                                F1=[_pm(a, b, n) for a, b, n in zip(num['f1_macro'], num['f1_macro_std'], num['n_seeds'])]))
         out += write_table(fmt, tables_dir, 'downstream', 'Classifiers tested on real images, by training regime; mean ± std over seeds.',
-                           csv=num, note="Mean ± standard deviation over seeds, on the real test split.")
+                           csv=num, note="Mean ± standard deviation over seeds, on the real test split; '(1 seed)': a single run, no spread to show.")
+    R = T.get('scarce_rows', pd.DataFrame())
+    if not R.empty:
+        from medsyn.scarce import scarce_table, scarce_markdown
+        st = scarce_table(R, T.get('scarce_generators'))
+        out += write_table(scarce_markdown(st), tables_dir, 'scarce',
+                           'Scarce real data: each arm against real only (paired over classifier seeds), with the copy audit of each per-fraction generator.',
+                           csv=st, note=SCARCE_NOTE)
     if not T['fidelity'].empty:
         fi = T['fidelity'].merge(T['lime'], on=['dataset', 'loss'], how='left') if not T['lime'].empty else T['fidelity']
         out += write_table(fi.round(3), tables_dir, 'fidelity', 'Class fidelity (a real-trained classifier labels synthetic images) and LIME top-k IoU.')

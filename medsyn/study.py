@@ -16,7 +16,7 @@ from .core import MedsynError, load_settings, repo_root, save_json, load_json, r
 # %% auto #0
 __all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'STAGE_FUNCS', 'Cell', 'plan', 'study_notebooks_dir', 'run_notebook', 'run_cell',
            'run_study', 'StageContext', 'context', 'stage_real', 'stage_train', 'stage_sample', 'stage_evaluate',
-           'stage_classify', 'ensure', 'study_cli']
+           'stage_classify', 'stage_scarce', 'ensure', 'study_cli']
 
 # %% ../nbs/06_study.ipynb #09c2b166
 LOSS_STAGES = ('train', 'sample', 'evaluate', 'classify')
@@ -24,14 +24,15 @@ BASELINE_STAGES = ('real',)
 
 @dataclass
 class Cell:
-    "One cell of the study grid: a data set and a loss (or the real-data baseline when `loss` is None)."
+    "One cell of the study grid: a data set and a loss (or the real-data baseline when `loss` is None); `scarce`: it runs the scarce-data stage."
     dataset: str
     loss: str | None
     run_dir: Path
+    scarce: bool = False
     @property
     def name(self): return f"{self.dataset}/{self.loss or 'real'}"
     @property
-    def stages(self): return BASELINE_STAGES if self.loss is None else LOSS_STAGES
+    def stages(self): return (BASELINE_STAGES if self.loss is None else LOSS_STAGES) + (('scarce',) if self.scarce else ())
     @property
     def done_marker(self): return self.run_dir/'DONE.json'
     def stage_marker(self, stage): return self.run_dir/f'.{stage}.done'
@@ -43,8 +44,10 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     datasets = s.datasets if datasets is None else load_settings(preset, datasets=datasets).datasets
     losses = s.losses if losses is None else load_settings(preset, losses=losses).losses
     root = Path(runs_dir)/preset
-    cells = [Cell(d, None, root/d/'real') for d in datasets]
-    return cells + [Cell(d, l, root/d/l) for d in datasets for l in losses]
+    from medsyn.scarce import runs_scarce
+    sc = {d: runs_scarce(s, d) for d in datasets}
+    cells = [Cell(d, None, root/d/'real', sc[d]) for d in datasets]
+    return cells + [Cell(d, l, root/d/l, sc[d]) for d in datasets for l in losses]
 
 # %% ../nbs/06_study.ipynb #1d8d9e98
 def study_notebooks_dir() -> Path:
@@ -198,7 +201,7 @@ def context(dataset:str, loss:str|None=None, preset:str='smoke', run_dir=None, o
 
 # %% ../nbs/06_study.ipynb #d824a1b9
 def stage_real(ctx:StageContext) -> dict:
-    "Baseline: classifiers trained on all the real training images (the low-data curve is in each loss cell)."
+    "Baseline: classifiers trained on all the real training images (scarce real data: `stage_scarce`)."
     from medsyn.classify import classify
     return {'real': classify(ctx.dataset, 'real', out=ctx.real_model, settings=ctx.settings)}
 
@@ -223,15 +226,12 @@ def stage_evaluate(ctx:StageContext) -> dict:
     return evaluate(ctx.dataset, ctx.synthetic, split=ctx.settings.eval_split, settings=ctx.settings, out=ctx.metrics)
 
 def stage_classify(ctx:StageContext) -> dict:
-    "Synthetic-only (TSTR), mixed and low-data + synthetic classifiers; class fidelity; LIME, real vs synthetic."
+    "Synthetic-only (TSTR) and mixed classifiers; class fidelity; LIME, real vs synthetic. (Scarce real data: `stage_scarce`.)"
     from medsyn.classify import classify, class_fidelity
     from medsyn.explain import explain
     s, syn, out = ctx.settings, ctx.synthetic, {}
     out['synthetic'] = classify(ctx.dataset, 'synthetic', out=ctx.run_dir/'classify_synthetic', synthetic=syn, settings=s)
     out['mixed'] = classify(ctx.dataset, 'mixed', out=ctx.run_dir/'classify_mixed', synthetic=syn, settings=s)
-    fr = [f for f in s.fractions if f < 1]   # the 100 % point is the real and mixed regimes
-    if fr: out['low_data'] = classify(ctx.dataset, 'low_data', out=ctx.run_dir/'classify_low_data', synthetic=syn,
-                                      settings=s.replace(fractions=fr))
     real_seed = ctx.real_model/f'seed-{s.seeds[0]}'
     out['fidelity'] = class_fidelity(real_seed, syn, settings=s)
     save_json(out['fidelity'], ctx.run_dir/'fidelity.json')   # it carries its run record
@@ -239,7 +239,26 @@ def stage_classify(ctx:StageContext) -> dict:
                           settings=s, seed=s.seed, names=('trained on real', f'trained on synthetic ({ctx.loss})'))
     return out
 
-STAGE_FUNCS = dict(real=stage_real, train=stage_train, sample=stage_sample, evaluate=stage_evaluate, classify=stage_classify)
+def stage_scarce(ctx:StageContext, progress:bool=True) -> dict:
+    """The scarce-data experiment at every fraction f < 1 (nbs/09_scarce.ipynb). In the real-data cell: the real-only and
+    classical-augmentation arms. In a loss cell: a generator trained on the f-subset only (never on the other real images),
+    its samples and copy audit, and the synthetic arms."""
+    from medsyn.scarce import (low_data_fractions, frac_dir, real_subset, run_arms, train_generator, sample_fraction,
+                               copy_audit, REAL_ARMS, SYN_ARMS)
+    s, out = ctx.settings, {}
+    for f in low_data_fractions(s):
+        fd = frac_dir(ctx.run_dir, f)
+        if (fd/'metrics.json').exists(): out[f] = load_json(fd/'metrics.json'); continue
+        if ctx.loss is None: out[f] = run_arms(ctx.dataset, REAL_ARMS, f, fd, s, progress=progress); continue
+        sub, _ = real_subset(ctx.dataset, f, s)
+        train_generator(ctx.dataset, ctx.loss, f, fd/'model', s, progress=progress)
+        if not (fd/'synthetic.npz').exists(): sample_fraction(fd/'model', sub, fd/'synthetic.npz', s, progress=progress)
+        save_json(copy_audit(fd/'synthetic.npz', sub, s), fd/'audit.json')
+        out[f] = run_arms(ctx.dataset, SYN_ARMS, f, fd, s, synthetic=fd/'synthetic.npz', progress=progress)
+    return out
+
+STAGE_FUNCS = dict(real=stage_real, train=stage_train, sample=stage_sample, evaluate=stage_evaluate, classify=stage_classify,
+                   scarce=stage_scarce)
 
 def _have(ctx, stage) -> bool:
     "Does `stage`'s output already exist?"
@@ -250,11 +269,14 @@ def _have(ctx, stage) -> bool:
         except Exception: return False
     if stage == 'sample': return ctx.synthetic.exists()
     if stage == 'evaluate': return ctx.metrics.exists()
+    if stage == 'scarce':
+        from medsyn.scarce import low_data_fractions, frac_dir
+        return all((frac_dir(ctx.run_dir, f)/'metrics.json').exists() for f in low_data_fractions(ctx.settings))
     return (ctx.run_dir/'fidelity.json').exists()
 
 def ensure(ctx:StageContext, stage:str) -> list:
     "Run the stages `stage` depends on whose output is missing (for a notebook run on its own); return their names."
-    needs = dict(real=[], train=[], sample=['train'], evaluate=['train', 'sample'], classify=['real', 'train', 'sample'])[stage]
+    needs = dict(real=[], train=[], sample=['train'], evaluate=['train', 'sample'], classify=['real', 'train', 'sample'], scarce=[])[stage]
     ran = []
     for st in needs:
         if not _have(ctx, st): STAGE_FUNCS[st](ctx); ran.append(st)

@@ -1,9 +1,11 @@
 "The study runner end to end on a smoke grid, through real Jupyter kernels (papermill)."
-import json
+import json, shutil
 
 import nbformat
+import pandas as pd
 import pytest
 
+from medsyn.core import load_settings
 from medsyn.study import plan
 
 
@@ -116,3 +118,44 @@ def test_a_command_that_ran_no_cell_keeps_the_timing_of_the_one_that_did(tmp_pat
     res = run_study("smoke", runs_dir=runs, report=False, out=open(tmp_path / "log", "w"))
     assert {r["status"] for r in res["results"]} == {"skipped"}
     assert json.loads((runs / "smoke" / "study.json").read_text())["seconds"] == 123.0
+
+
+def test_scarce_stage_writes_every_arm_and_its_generator_saw_only_the_classifiers_subset(study):
+    from medsyn.scarce import real_subset
+    from medsyn.data import indices_digest
+    ds = study["runs"] / "breastmnist"
+    s = load_settings("smoke")
+    _, idx = real_subset("breastmnist", 0.5, s)
+    fd = ds / "l2" / "low_data" / "frac-0.5"
+    for f in ("model/config.json", "synthetic.npz", "synthetic.json", "audit.json", "metrics.json", "predictions.npz"):
+        assert (fd / f).exists(), f
+    assert (ds / "l2" / "scarce.ipynb").exists() and (ds / "real" / "scarce.ipynb").exists()
+    seen = json.loads((fd / "model" / "config.json").read_text())["real_images"]
+    syn_rows = json.loads((fd / "metrics.json").read_text())["rows"]
+    real_rows = json.loads((ds / "real" / "low_data" / "frac-0.5" / "metrics.json").read_text())["rows"]
+    # the generator saw exactly the classifiers' real images: the same indices, the same digest in every row
+    assert seen["indices"] == idx.tolist() and seen["fraction"] == 0.5
+    assert {r["real_digest"] for r in syn_rows + real_rows} == {indices_digest(idx)} == {seen["digest"]}
+    assert {r["arm"] for r in real_rows} == {"real", "real+aug"} and {r["arm"] for r in syn_rows} == {"real+syn", "real+syn+aug"}
+    assert sorted({r["seed"] for r in syn_rows}) == s.low_data_seeds and len(s.low_data_seeds) >= 3
+    assert json.loads((fd / "synthetic.json").read_text())["real_images"]["digest"] == seen["digest"]
+
+
+def test_a_generator_that_saw_other_images_fails_the_leak_check(study, tmp_path):
+    from medsyn.core import MedsynError
+    from medsyn.scarce import collect_scarce
+    runs = tmp_path / "smoke"
+    shutil.copytree(study["runs"] / "breastmnist", runs / "breastmnist")
+    assert len(collect_scarce(runs)["rows"]) == 4 * len(load_settings("smoke").low_data_seeds)
+    cfg = runs / "breastmnist" / "l2" / "low_data" / "frac-0.5" / "model" / "config.json"
+    c = json.loads(cfg.read_text()); c["real_images"]["digest"] = "0000000000000000"; cfg.write_text(json.dumps(c))
+    with pytest.raises(MedsynError, match="leak"):
+        collect_scarce(runs)
+
+
+def test_report_writes_the_scarce_table_and_figure(study):
+    t = (study["tmp"] / "tables" / "scarce.md").read_text()
+    assert "real + classical aug." in t and "real + synthetic + classical aug." in t and "ΔAUC vs real only" in t
+    assert (study["tmp"] / "figures" / "low_data.png").exists()
+    csv = pd.read_csv(study["tmp"] / "tables" / "scarce.csv")
+    assert set(csv["arm"]) == {"real", "real+aug", "real+syn", "real+syn+aug"} and (csv["seeds"] >= 3).all()
