@@ -1,4 +1,4 @@
-"""Sampling speed vs quality: DDIM-50 and DDPM-1000 from the same medsyn checkpoint.
+"""Sampling speed vs quality: any samplers and step counts (DDIM, DDPM, DPM-Solver++, UniPC) from the same medsyn checkpoint.
 
 Both samplers draw `--per-class` images of every class with `medsyn.diffusion.sample` (EMA weights, same seed, same
 batch size) and are compared with the same real images (a seeded class-stratified subset of the test split of the
@@ -9,6 +9,9 @@ trained here for `--train-seconds` on the data set.
 
     flock /tmp/medsyn-heavy.lock python benchmarks/sampling.py          # ~10 minutes on a 2-core CPU
     python benchmarks/sampling.py --checkpoint runs/x --per-class 500    # a trained model, more samples
+    python benchmarks/sampling.py --checkpoint runs/quick/pneumoniamnist/l2/model \
+        --samplers ddim:10,ddim:20,ddim:50,dpmsolver:10,dpmsolver:20,unipc:10,unipc:20   # FID against steps
+    python benchmarks/sampling.py --checkpoint RUN --batch-size 2000 --compile reduce-overhead --mixed-precision bf16   # a GPU
 """
 from __future__ import annotations
 import argparse, json, os, time
@@ -27,11 +30,13 @@ def main():
     p.add_argument('--samplers', default='ddim:50,ddpm:1000', help='comma-separated sampler:steps')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='auto')
+    p.add_argument('--compile', default='no', help='compile setting of the denoiser (no, default, reduce-overhead, max-autotune)')
+    p.add_argument('--mixed-precision', default='no', help='bf16 autocast of the denoiser on a GPU (no, bf16)')
     p.add_argument('--out', default='benchmarks/out/sampling')
     a = p.parse_args()
     import torch
     from medsyn import diffusion as D
-    from medsyn.core import load_json
+    from medsyn.core import load_json, load_settings
     from medsyn.data import load_medmnist, stratified_indices
     try:
         from medsyn.metrics import image_features, fid_from_features, kid_from_features
@@ -55,11 +60,13 @@ def main():
     # the real comparison set: per_class images of each class (as many as the test split has)
     ridx = stratified_indices(real.labels, per_class=a.per_class, seed=a.seed)
     fr = image_features(real.images[ridx], progress=False) if image_features else None
+    saved = {k: v for k, v in meta['settings'].items() if k != 'preset'}
+    s = load_settings(meta['settings'].get('preset'), **{**saved, 'compile': a.compile, 'mixed_precision': a.mixed_precision, 'device': a.device})
     rows = []
     for spec in a.samplers.split(','):
         sampler, steps = spec.split(':'); steps = int(steps)
         f = D.sample(ck, a.per_class, out/f'{sampler}{steps}.npz', sampler, steps, seed=a.seed, batch_size=a.batch_size,
-                     device=a.device, progress=False)
+                     device=a.device, progress=False, settings=s)
         side = load_json(f.with_suffix('.json'))
         row = dict(sampler=sampler, steps=steps, n=side['n_images'], seconds=side['seconds'], images_per_s=side['images_per_s'])
         if fr is not None:

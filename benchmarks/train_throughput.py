@@ -31,12 +31,16 @@ def run_medsyn(a) -> dict:
     from medsyn.diffusion import train
     from medsyn.core import get_device
     stamps = {}
-    def cb(step, loss): stamps[step] = time.perf_counter()
+    def cb(step, loss):
+        if step in (a.warmup, a.steps):
+            if torch.cuda.is_available(): torch.cuda.synchronize()     # steps are asynchronous: time finished work
+            stamps[step] = time.perf_counter()
     out = Path(tempfile.mkdtemp(prefix='tp-medsyn-'))
     mp = a.mixed_precision if torch.cuda.is_available() else 'no'
+    extra = dict(compile=a.compile) if a.compile != 'no' else {}    # an older medsyn (--baseline-src) has no compile setting
     train(a.dataset, 'l2', out/'run', preset='quick', progress=False, callback=cb, model=a.model, train_steps=a.steps,
-          batch_size=a.batch_size, warmup_steps=1, checkpoint_every=10**9, log_every=10, mixed_precision=mp,
-          label_dropout=0.1, seed=0, device=a.device)
+          batch_size=a.batch_size, warmup_steps=1, checkpoint_every=10**9, log_every=a.log_every, mixed_precision=mp,
+          label_dropout=0.1, seed=0, device=a.device, **extra)
     dt = stamps[a.steps] - stamps[a.warmup]
     return dict(images_per_s=(a.steps - a.warmup) * a.batch_size / dt, peak_mb=peak_memory_mb(get_device(a.device)))
 
@@ -102,18 +106,25 @@ def main():
     p.add_argument('--rounds', type=int, default=2, help='alternating rounds (medsyn, reference, medsyn, ...)')
     p.add_argument('--device', default='auto')
     p.add_argument('--mixed-precision', default='bf16', help="medsyn's precision on a GPU (the reference stays fp32)")
+    p.add_argument('--compile', default='no', help="medsyn's compile setting (no, default, reduce-overhead, max-autotune)")
+    p.add_argument('--log-every', type=int, default=10, help="medsyn's log_every (losses are read from the device once per window)")
+    p.add_argument('--baseline-src', default=None, help='also time the medsyn of this source tree (e.g. a git worktree of an older commit)')
     p.add_argument('--json', default=None, help='write the results here')
-    p.add_argument('--worker', choices=['medsyn', 'reference'], help=argparse.SUPPRESS)
+    p.add_argument('--worker', choices=['medsyn', 'reference', 'baseline'], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        print('RESULT ' + json.dumps(run_medsyn(a) if a.worker == 'medsyn' else run_reference(a)), flush=True); return
+        print('RESULT ' + json.dumps(run_reference(a) if a.worker == 'reference' else run_medsyn(a)), flush=True); return
     import torch
-    res = {'medsyn': [], 'reference': []}
+    who_all = ('medsyn', 'reference') + (('baseline',) if a.baseline_src else ())
+    res = {w: [] for w in who_all}
     args = [a2 for a2 in sys.argv[1:] if not a2.startswith('--json')]
     if a.json and a.json in args: args.remove(a.json)
     for r in range(a.rounds):
-        for who in ('medsyn', 'reference'):
-            out = subprocess.run([sys.executable, __file__, *args, '--worker', who], capture_output=True, text=True)
+        for who in who_all:
+            env = dict(os.environ)
+            if who == 'baseline': env['PYTHONPATH'] = str(Path(a.baseline_src).resolve())   # its medsyn shadows the installed one
+            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args, '--worker', who], capture_output=True, text=True,
+                                 env=env, cwd=a.baseline_src if who == 'baseline' else None)
             line = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
             if out.returncode or not line: sys.exit(f"{who} failed:\n{out.stdout}\n{out.stderr}")
             res[who].append(json.loads(line[0][7:]))
@@ -127,6 +138,7 @@ def main():
     for w in res: print(f"{w:<12}{med[w]:>16.1f}{peak[w]:>10.0f}")
     goal = 2.0 if torch.cuda.is_available() else 0.95
     print(f"ratio medsyn/reference: {ratio:.3f} (goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})")
+    if a.baseline_src: print(f"ratio medsyn/baseline ({a.baseline_src}): {med['medsyn'] / med['baseline']:.3f}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(dict(args=vars(a), device=dev, rounds=res, median=med, peak_mb=peak, ratio=ratio), indent=2))

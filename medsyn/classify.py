@@ -208,9 +208,12 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
     seed_everything(seed)
     model = build_classifier(arch, train_ds.n_channels, train_ds.n_classes, s.pretrained, input_size)
     model = model.to(device, memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=s.clf_lr)
-    x, y = to_tensor(train_ds.images), torch.as_tensor(train_ds.labels, dtype=torch.long)
-    xv = to_tensor(val_ds.images)
+    from medsyn.diffusion import compiled, _autocast, fast_optimizer_kwargs
+    opt = torch.optim.Adam(model.parameters(), lr=s.clf_lr, **fast_optimizer_kwargs(device))
+    fwd, amp = compiled(model, s.compile), _autocast(device, s.mixed_precision)
+    # the whole (small) training set lives on the device: a batch is an index, not a DataLoader's copy
+    x, y = to_tensor(train_ds.images).to(device), torch.as_tensor(train_ds.labels, dtype=torch.long).to(device)
+    xv = to_tensor(val_ds.images).to(device)
     gen = torch.Generator().manual_seed(seed)
     n_batches = len(_batches(len(x), s.clf_batch_size, torch.Generator().manual_seed(0)))
     E, every = clf_schedule(n_batches, s.clf_epochs, s.clf_min_steps)
@@ -221,15 +224,16 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
     for epoch in range(1, E + 1):
         model.train()
         for b in _batches(len(x), s.clf_batch_size, gen):
-            xb = x[b].to(device, non_blocking=True)
+            b = b.to(device)
+            xb = x[b]
             if augment is not None: xb = augment(xb)
             xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = y[b].to(device, non_blocking=True)
-            loss = F.cross_entropy(model(xb), yb)
+            with amp: loss = F.cross_entropy(fwd(xb).float(), y[b])
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            tot += loss.item() * len(b); cnt += len(b); bar.update(1)
+            tot = tot + loss.detach() * len(b); cnt += len(b); bar.update(1)   # summed on the device: read once per validation
         lr = opt.param_groups[0]['lr']; sched.step()
         if epoch % every and epoch != E: continue
+        tot = float(tot)
         vm = classification_metrics(val_ds.labels, predict(model, xv, device=device), val_ds.info['task'], val_ds.n_classes)
         hist.append(dict(epoch=epoch, loss=tot / cnt, lr=lr, val_acc=vm['acc'], val_auc=vm['auc'], seconds=time.time() - t0))
         bar.set_postfix(epoch=epoch, loss=f"{tot / cnt:.3f}", val_auc=f"{vm['auc']:.3f}")

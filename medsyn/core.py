@@ -14,13 +14,24 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['DATASETS_2D', 'LOSSES', 'ARCHS', 'REGIMES', 'SCHEMA', 'MedsynError', 'Key', 'parse_value', 'repo_root',
-           'settings_path', 'Settings', 'presets', 'load_settings', 'split_overrides', 'seed_everything', 'get_device',
-           'versions', 'run_record', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
+__all__ = ['DATASETS_2D', 'LOSSES', 'ARCHS', 'REGIMES', 'SCHEMA', 'MedsynError', 'TimeLimitReached', 'deadline_from_env', 'Key',
+           'parse_value', 'repo_root', 'settings_path', 'Settings', 'presets', 'load_settings', 'split_overrides',
+           'seed_everything', 'get_device', 'versions', 'run_record', 'atomic_path', 'save_json', 'load_json',
+           'cache_dir']
 
 # %% ../nbs/00_core.ipynb #31f8881b
 class MedsynError(Exception):
     "A user-facing error: the message says what was wrong and what is allowed."
+
+class TimeLimitReached(MedsynError):
+    "A run stopped cleanly at its time limit (`medsyn study --time-limit`): its state is saved; the same command continues it."
+
+def deadline_from_env():
+    "The absolute time (seconds since the epoch) by which a run must stop, from `MEDSYN_DEADLINE`, or None."
+    v = os.environ.get('MEDSYN_DEADLINE')
+    if not v: return None
+    try: return float(v)
+    except ValueError: raise MedsynError(f"MEDSYN_DEADLINE must be seconds since the epoch, got {v!r}") from None
 
 # %% ../nbs/00_core.ipynb #c7904411
 DATASETS_2D = ('pathmnist', 'chestmnist', 'dermamnist', 'octmnist', 'pneumoniamnist', 'retinamnist',
@@ -68,6 +79,8 @@ SCHEMA = {
     'grad_clip': Key('float', 'gradient norm clip (0: off)'),
     'ema_decay': Key('float', 'EMA decay of the weights (0: no EMA)'),
     'mixed_precision': Key('str', 'mixed precision on GPU', ('no', 'bf16', 'fp16')),
+    'compile': Key('str', 'torch.compile mode of the denoiser and classifiers in training and sampling (no: eager)',
+                   ('no', 'default', 'reduce-overhead', 'max-autotune')),
     'label_dropout': Key('float', 'probability of the null class (classifier-free guidance)'),
     'hflip': Key('bool', 'random horizontal flips during training'),
     'vflip': Key('bool', 'random vertical flips during training'),
@@ -75,7 +88,7 @@ SCHEMA = {
     'checkpoint_every': Key('int', 'steps between checkpoints'),
     'loss_buckets': Key('int', 'timestep buckets of the per-t loss log'),
     # sampling
-    'sampler': Key('str', 'sampler', ('ddim', 'ddpm')),
+    'sampler': Key('str', 'sampler: DDIM, DDPM, DPM-Solver++ (2M) or UniPC', ('ddim', 'ddpm', 'dpmsolver', 'unipc')),
     'sample_steps': Key('int', 'sampler steps'),
     'eta': Key('float', 'DDIM eta (0: deterministic)'),
     'guidance': Key('float', 'classifier-free guidance scale (1: none)'),

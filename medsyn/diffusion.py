@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device,
-                         run_record, save_json, load_json, atomic_path)
+                         run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env)
 from .data import (load_medmnist, medmnist_info, check_conditioning, subsample, to_tensor, to_uint8,
                          image_grid, save_figure, class_rows, sidecar_path, stratified_indices, indices_digest)
 
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'unet_config', 'make_unet', 'n_params',
            'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches', 'checkpoints', 'resolve_checkpoint',
-           'loss_columns', 'read_loss_csv', 'train', 'plot_loss', 'load_model', 'make_sampler', 'generate', 'sample',
-           'train_cli', 'sample_cli']
+           'loss_columns', 'read_loss_csv', 'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step',
+           'train', 'plot_loss', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #08bd5654
 UNET_PRESETS = {
@@ -183,13 +183,29 @@ def _fmt(v): return '' if v is None or (isinstance(v, float) and math.isnan(v)) 
 RESUMABLE = ('train_steps', 'checkpoint_every', 'log_every', 'device', 'data_dir', 'cache_dir')
 
 def _rng_state(batches):
-    return {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, 'data': batches.state_dict()}
+    "Every generator's state, as tensors, numbers and strings only (so `torch.load(..., weights_only=True)` reads it)."
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {'python': random.getstate(), 'numpy': dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                                                       has_gauss=int(has_gauss), cached_gaussian=float(cached)),
+            'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            'data': batches.state_dict()}
 
 def _set_rng_state(s, batches):
-    random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
+    n = s['numpy']
+    random.setstate(s['python']); torch.set_rng_state(s['torch'])
+    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached_gaussian']))
     if s.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
     batches.load_state_dict(s['data'])
+
+def load_training_state(ck) -> dict:
+    "A checkpoint's optimiser, schedule, EMA and RNG state, read with `weights_only=True`: a tampered file cannot run code."
+    f = Path(ck)/'training_state.pt'
+    if not f.exists(): raise MedsynError(f"{ck} has no training_state.pt: it cannot be resumed (its weights can still be sampled)")
+    try: return torch.load(f, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise MedsynError(f"{f} is not a training state medsyn can read safely ({str(e).splitlines()[0][:200]}). A checkpoint written "
+                          "by medsyn before 2026-11-25 kept NumPy objects that only a full unpickle reads, and medsyn never unpickles "
+                          "a file it was handed: start the run afresh, or sample from the checkpoint as it is.") from None
 
 def _resume_settings(out:Path, dataset:str, loss, preset, overrides:dict):
     cfg = load_json(out/'config.json')
@@ -203,9 +219,49 @@ def _resume_settings(out:Path, dataset:str, loss, preset, overrides:dict):
                           f"{', '.join(f'{k}={saved[k]}' for k in sorted(changed))}). Only {', '.join(RESUMABLE)} may change.")
     return saved.replace(**{k: v for k, v in asked.items() if k in RESUMABLE})
 
+def compiled(model, mode:str='no'):
+    "`model` compiled with `torch.compile` in `mode` (`compile` setting: no, default, reduce-overhead, max-autotune); `model` itself for no."
+    modes = ('no', 'default', 'reduce-overhead', 'max-autotune')
+    if mode not in modes: raise MedsynError(f"compile must be one of {', '.join(modes)}, got {mode!r}")
+    return model if mode == 'no' else torch.compile(model, mode=None if mode == 'default' else mode)
+
+def _autocast(dev, mixed_precision:str='no'):
+    "bf16/fp16 autocast on a GPU for `mixed_precision`; nothing on a CPU."
+    if dev.type != 'cuda' or mixed_precision == 'no': return contextlib.nullcontext()
+    return torch.autocast('cuda', dtype=torch.bfloat16 if mixed_precision == 'bf16' else torch.float16)
+
+def fast_optimizer_kwargs(dev) -> dict:
+    "Adam(W) options for the device: fused (one kernel for all parameters) on a GPU; torch's default on a CPU (bit-identical to earlier runs)."
+    return dict(fused=True) if torch.device(dev).type == 'cuda' else {}
+
+def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None):
+    "One optimiser step (`grad_accum` micro-batches): (mean loss, per-image losses, their timesteps), all on the device: no host sync. `fwd`: the (compiled) forward of `unet`."
+    fwd, total, pers, ts = fwd or unet, 0.0, [], []
+    for _ in range(s.grad_accum):
+        with acc.accumulate(unet):
+            xb, yb = batches.next()
+            noise = torch.randn(xb.shape, generator=g, device=xb.device)
+            t = torch.randint(0, s.num_train_timesteps, (len(xb),), generator=g, device=xb.device)
+            noisy = scheduler.add_noise(xb, noise, t)
+            target = noise if s.prediction == 'epsilon' else scheduler.get_velocity(xb, noise, t)
+            pred = fwd(noisy, t, class_labels=yb).sample
+            per = diffusion_loss(pred, target, s.loss, s.huber_delta, s.pseudo_huber_c)
+            per = per * snr_weights(scheduler, t, s.min_snr_gamma, s.prediction)
+            l = per.mean()
+            acc.backward(l)
+            if acc.sync_gradients and s.grad_clip > 0: acc.clip_grad_norm_(unet.parameters(), s.grad_clip)
+            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        total = total + l.detach().float() / s.grad_accum
+        pers.append(per.detach()); ts.append(t)
+    return total, torch.cat(pers), torch.cat(ts)
+
+def _now(): return time.time()   # the clock the time limit is checked against (tests replace it)
+
 def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:bool=False, settings=None,
-          progress:bool=True, callback=None, **overrides) -> Path:
-    "Train a class-conditional diffusion model on MedMNIST `dataset`; return the run folder `out`."
+          progress:bool=True, callback=None, deadline:float|None=None, **overrides) -> Path:
+    """Train a class-conditional diffusion model on MedMNIST `dataset`; return the run folder `out`.
+    `callback(step, loss)` is called after every step (`loss`: a 0-d tensor on the device; reading it syncs).
+    `deadline` (seconds since the epoch; default `MEDSYN_DEADLINE`): stop cleanly before it, save, raise `TimeLimitReached`."""
     from accelerate import Accelerator
     from diffusers import UNet2DModel
     from diffusers.training_utils import EMAModel
@@ -250,13 +306,13 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         make_unet(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)
     ema_unet = UNet2DModel.from_config(unet.config)      # a shell to save the EMA weights with save_pretrained
     ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=UNet2DModel, model_config=unet.config)
-    opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
     sched = get_cosine_schedule_with_warmup(opt, s.warmup_steps * acc.num_processes, s.train_steps * acc.num_processes)
     unet, opt, sched = acc.prepare(unet, opt, sched)
     ema.to(dev)
     step = 0
     if resume:
-        st = torch.load(last/'training_state.pt', map_location='cpu', weights_only=False)
+        st = load_training_state(last)
         opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['lr_scheduler'])
         ema.load_state_dict(st['ema']); ema.to(dev)
         _set_rng_state(st['rng'], batches); step = st['step']
@@ -302,62 +358,67 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         old_handler = signal.signal(signal.SIGINT, _on_sigint)
 
     T, nb = s.num_train_timesteps, s.loss_buckets
+    fwd = compiled(unet, s.compile)                   # the same parameters: the optimiser, EMA and checkpoints see no difference
     bsum, bcnt = torch.zeros(nb, device=dev), torch.zeros(nb, device=dev)
-    win_loss, win_n, t_win = 0.0, 0, time.perf_counter()
+    win = torch.zeros(s.log_every, device=dev)        # this window's step losses, on the device: read once per window
+    win_n, win_start, t_win = 0, step, time.perf_counter()
     imgs_per_step = s.batch_size * s.grad_accum * acc.num_processes
     bar = tqdm(total=s.train_steps, initial=step, desc=f'train {dataset} ({s.loss})', disable=not (progress and main), unit='step')
     snap, in_step, saved_at = None, False, step if resume else -1
+    deadline = deadline_from_env() if deadline is None else deadline
+    step_secs, t_step = None, time.perf_counter()
+
+    def check_window():
+        "Read the window's losses (the only host sync of a window); raise at the first non-finite one."
+        vals = win[:win_n].tolist()
+        bad = [k for k, v in enumerate(vals) if not math.isfinite(v)]
+        if bad:
+            raise MedsynError(f"loss is {vals[bad[0]]} at step {win_start + bad[0] + 1} ({s.loss} loss, lr {s.lr}): training stopped. "
+                              f"The last good checkpoint is kept in {out/'checkpoints'}. Try a lower --lr, "
+                              "--loss huber or pseudo_huber, a smaller --grad-clip, or mixed_precision no.")
+        return vals
+
+    def save_checked(step):
+        check_window(); save(step)                     # never checkpoint weights that a non-finite step touched
+
     try:
         while step < s.train_steps:
             snap, in_step = _rng_state(batches), True
-            step_loss = 0.0
-            for _ in range(s.grad_accum):
-                with acc.accumulate(unet):
-                    xb, yb = batches.next()
-                    noise = torch.randn(xb.shape, generator=g, device=dev)
-                    t = torch.randint(0, T, (len(xb),), generator=g, device=dev)
-                    noisy = scheduler.add_noise(xb, noise, t)
-                    target = noise if s.prediction == 'epsilon' else scheduler.get_velocity(xb, noise, t)
-                    pred = unet(noisy, t, class_labels=yb).sample
-                    per = diffusion_loss(pred, target, s.loss, s.huber_delta, s.pseudo_huber_c)
-                    per = per * snr_weights(scheduler, t, s.min_snr_gamma, s.prediction)
-                    l = per.mean()
-                    lv = l.item()
-                    if not math.isfinite(lv):
-                        raise MedsynError(f"loss is {lv} at step {step + 1} ({s.loss} loss, lr {s.lr}): training stopped. "
-                                          f"The last good checkpoint is kept in {out/'checkpoints'}. Try a lower --lr, "
-                                          "--loss huber or pseudo_huber, a smaller --grad-clip, or mixed_precision no.")
-                    acc.backward(l)
-                    if acc.sync_gradients and s.grad_clip > 0: acc.clip_grad_norm_(unet.parameters(), s.grad_clip)
-                    opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-                step_loss += lv / s.grad_accum
-                b = (t * nb // T).clamp_(max=nb - 1)
-                bsum.index_add_(0, b, per.detach().float()); bcnt.index_add_(0, b, torch.ones_like(per, dtype=torch.float))
+            l, per, t = train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd)
+            b = (t * nb // T).clamp_(max=nb - 1)
+            bsum.index_add_(0, b, per.float()); bcnt.index_add_(0, b, torch.ones_like(per, dtype=torch.float))
             ema.step(acc.unwrap_model(unet).parameters())
+            win[win_n] = l; win_n += 1
             step += 1; in_step = False
-            win_loss += step_loss; win_n += 1
             bar.update(1)
             if step % s.log_every == 0 or step == s.train_steps:
+                vals = check_window()
                 now = time.perf_counter(); ips = imgs_per_step * win_n / max(now - t_win, 1e-9)
                 bm = (bsum / bcnt.clamp(min=1)).tolist(); bc = bcnt.tolist()
-                row = [step, win_loss / win_n, sched.get_last_lr()[0], *[m if c > 0 else None for m, c in zip(bm, bc)], ips]
+                row = [step, sum(vals) / len(vals), sched.get_last_lr()[0], *[m if c > 0 else None for m, c in zip(bm, bc)], ips]
                 if main:
                     with open(out/'loss.csv', 'a', newline='') as f:
                         csv.writer(f).writerow([step, _fmt(row[1]), _fmt(row[2]), *map(_fmt, row[3:-1]), f'{ips:.2f}'])
                 bar.set_postfix(loss=f'{row[1]:.4f}', img_s=f'{ips:.0f}')
-                bsum.zero_(); bcnt.zero_(); win_loss, win_n, t_win = 0.0, 0, time.perf_counter()
-            if step % s.checkpoint_every == 0 or step == s.train_steps: save(step); saved_at = step
-            if callback is not None: callback(step, step_loss)
+                bsum.zero_(); bcnt.zero_(); win_n, win_start, t_win = 0, step, time.perf_counter()
+            if step % s.checkpoint_every == 0 or step == s.train_steps: save_checked(step); saved_at = step
+            if callback is not None: callback(step, l)
+            now = time.perf_counter(); step_secs = now - t_step if step_secs is None else 0.9 * step_secs + 0.1 * (now - t_step); t_step = now
+            if deadline is not None and step < s.train_steps and _now() + 2 * step_secs + 5 > deadline: stop['flag'] = 'deadline'
+            if stop['flag'] == 'deadline':
+                raise TimeLimitReached(f"time limit reached at step {step} of {s.train_steps}: saved {out/'checkpoints'/f'step-{step:06d}'}; "
+                                       "run the same command again (or resume=True / --resume) to continue")
             if stop['flag']: raise KeyboardInterrupt
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TimeLimitReached) as e:
         if in_step: _set_rng_state(snap, batches); opt.zero_grad(set_to_none=True)   # interrupted inside a step: undo it
-        if saved_at != step: save(step)
-        if main: bar.write(f"interrupted: saved {out/'checkpoints'/f'step-{step:06d}'}; continue with resume=True (--resume)")
+        if saved_at != step: save_checked(step)
+        if main and isinstance(e, KeyboardInterrupt):
+            bar.write(f"interrupted: saved {out/'checkpoints'/f'step-{step:06d}'}; continue with resume=True (--resume)")
         raise
     finally:
         bar.close()
         if old_handler is not None: signal.signal(signal.SIGINT, old_handler)
-    if saved_at != step: save(step)
+    if saved_at != step: save_checked(step)
     return out
 
 # %% ../nbs/02_diffusion.ipynb #3f3af14e
@@ -377,7 +438,8 @@ def plot_loss(runs, window:int=10, tail:int=50):
     return fig
 
 # %% ../nbs/02_diffusion.ipynb #275fec61
-SAMPLERS = ('ddim', 'ddpm')
+SAMPLERS = ('ddim', 'ddpm', 'dpmsolver', 'unipc')
+_SAMPLER_CLASSES = dict(ddim='DDIMScheduler', ddpm='DDPMScheduler', dpmsolver='DPMSolverMultistepScheduler', unipc='UniPCMultistepScheduler')
 
 def load_model(checkpoint, ema:bool=True, device=None):
     "The UNet (EMA weights by default), training scheduler and metadata of a medsyn checkpoint: (unet, scheduler, meta)."
@@ -397,45 +459,62 @@ def load_model(checkpoint, ema:bool=True, device=None):
     dev = get_device(device or 'auto') if not isinstance(device, torch.device) else device
     return unet.to(dev), DDPMScheduler.from_pretrained(ck/'scheduler'), {**meta, 'checkpoint': str(ck)}
 
+def _set_timesteps(sch, steps:int):
+    "`sch.set_timesteps(steps)`, without the NumPy 2 DeprecationWarning diffusers' multistep solvers raise there (np.array of a tensor)."
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r"__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning)
+        sch.set_timesteps(steps)
+
 def make_sampler(scheduler, sampler:str='ddim', steps:int=50):
-    "A sampling scheduler (DDIM or DDPM) with `steps` steps from a training `DDPMScheduler`."
-    from diffusers import DDIMScheduler, DDPMScheduler
+    "A sampling scheduler (DDIM, DDPM, DPM-Solver++ 2M or UniPC) with `steps` steps from a training `DDPMScheduler`."
+    import diffusers
     if sampler not in SAMPLERS: raise MedsynError(f"unknown sampler '{sampler}'. Samplers: {', '.join(SAMPLERS)}")
     T = scheduler.config.num_train_timesteps
     if not (isinstance(steps, int) and 1 <= steps <= T): raise MedsynError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps}")
-    cls = DDIMScheduler if sampler == 'ddim' else DDPMScheduler
-    sch = cls.from_config(scheduler.config, timestep_spacing='trailing', clip_sample=True)
-    sch.set_timesteps(steps)
+    cls = getattr(diffusers, _SAMPLER_CLASSES[sampler])
+    kw = dict(clip_sample=True) if sampler in ('ddim', 'ddpm') else dict(solver_order=2, final_sigmas_type='zero')
+    if sampler == 'dpmsolver': kw.update(algorithm_type='dpmsolver++')
+    cfg = {k: v for k, v in scheduler.config.items() if not k.startswith('_')}
+    sch = cls.from_config({**cfg, 'timestep_spacing': 'trailing', **kw})
+    _set_timesteps(sch, steps)
     return sch
 
 @torch.no_grad()
 def generate(unet, scheduler, labels, sampler:str='ddim', steps:int=50, eta:float=0.0, guidance:float=1.0,
-             seed:int=0, batch_size:int=250, null_class:int|None=None, progress:bool=True, desc='sample') -> np.ndarray:
+             seed:int=0, batch_size:int=250, null_class:int|None=None, progress:bool=True, desc='sample',
+             compile:str='no', mixed_precision:str='no') -> np.ndarray:
     "Generate one image per entry of `labels` (class indices) as MedMNIST `uint8` images."
     from tqdm.auto import tqdm
-    if sampler == 'ddpm' and eta != 0: raise MedsynError("eta applies to the ddim sampler only")
+    if sampler != 'ddim' and eta != 0: raise MedsynError("eta applies to the ddim sampler only")
     if guidance != 1 and null_class is None: raise MedsynError("guidance needs the model's null class")
     dev = next(unet.parameters()).device
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     sch = make_sampler(scheduler, sampler, steps)
     c, s = unet.config.in_channels, unet.config.sample_size
     g = torch.Generator(device=dev).manual_seed(seed)
+    net, amp = compiled(unet, compile), _autocast(dev, mixed_precision)
+    kw = dict(eta=eta, generator=g) if sampler == 'ddim' else dict(generator=g) if sampler in ('ddpm', 'dpmsolver') else {}
     outs = []
     bar = tqdm(total=len(labels) * len(sch.timesteps), desc=desc, unit='img-step', disable=not progress)
     for lab in labels.split(batch_size):
-        lab = lab.to(dev)
-        x = torch.randn(len(lab), c, s, s, generator=g, device=dev)
+        n, lab = len(lab), lab.to(dev)
+        x = torch.randn(n, c, s, s, generator=g, device=dev)
+        if compile != 'no' and n < min(batch_size, len(labels)):      # static shapes: pad the last batch
+            pad = min(batch_size, len(labels)) - n
+            x, lab = torch.cat([x, x[:1].expand(pad, -1, -1, -1)]), torch.cat([lab, lab[:1].expand(pad)])
         if guidance != 1: lab2 = torch.cat([lab, torch.full_like(lab, null_class)])
+        _set_timesteps(sch, steps)                                      # a multistep solver starts each batch afresh
         for t in sch.timesteps:
             tt = torch.full((len(lab),), int(t), device=dev, dtype=torch.long)
-            if guidance == 1: eps = unet(x, tt, class_labels=lab).sample
-            else:
-                ec, eu = unet(torch.cat([x, x]), torch.cat([tt, tt]), class_labels=lab2).sample.chunk(2)
-                eps = eu + guidance * (ec - eu)
-            kw = dict(eta=eta) if sampler == 'ddim' else {}
-            x = sch.step(eps.float(), t, x, generator=g, **kw).prev_sample
-            bar.update(len(lab))
-        outs.append(to_uint8(x))
+            with amp:
+                if guidance == 1: eps = net(x, tt, class_labels=lab).sample
+                else:
+                    ec, eu = net(torch.cat([x, x]), torch.cat([tt, tt]), class_labels=lab2).sample.chunk(2)
+                    eps = eu + guidance * (ec - eu)
+            x = sch.step(eps.float(), t, x, **kw).prev_sample
+            bar.update(n)
+        outs.append(to_uint8(x[:n]))
     bar.close()
     return np.concatenate(outs)
 
@@ -461,7 +540,7 @@ def sample(checkpoint, per_class:int, out, sampler:str='ddim', steps:int=50, eta
     labels = np.repeat(np.arange(meta['n_classes']), per_class)
     t0 = time.perf_counter()
     imgs = generate(unet, sch, labels, sampler, int(steps), eta, guidance, seed, batch_size, meta['null_class'], progress,
-                    desc=f"sample {meta['flag']} ({sampler}-{steps})")
+                    desc=f"sample {meta['flag']} ({sampler}-{steps})", compile=s.compile, mixed_precision=s.mixed_precision)
     secs = time.perf_counter() - t0
     with atomic_path(out) as tmp:
         with open(tmp, 'wb') as f: np.savez_compressed(f, train_images=imgs, train_labels=labels.astype(np.uint8).reshape(-1, 1))

@@ -6,13 +6,13 @@ Docs: https://medsyn.github.io/medsyn/scarce.html.md"""
 
 # %% ../nbs/09_scarce.ipynb #d9c0a742
 from __future__ import annotations
-import math, sys, time
+import math, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import MedsynError, load_settings, load_json, save_json, run_record, get_device
+from .core import MedsynError, load_settings, load_json, save_json, run_record
 from .data import (load_medmnist, stratified_indices, indices_digest, classical_augmentation, MedMNISTSplit)
 
 # %% auto #0
@@ -87,7 +87,8 @@ def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, progress:bool=True)
     labels = np.repeat(np.arange(subset.n_classes), [math.ceil(ratio * k) for k in subset.class_counts()])
     t0 = time.perf_counter()
     imgs = generate(unet, sch, labels, s.sampler, s.sample_steps, s.eta, s.guidance, s.seed, s.sample_batch_size,
-                    meta['null_class'], progress, desc=f"sample {subset.flag} frac generator")
+                    meta['null_class'], progress, desc=f"sample {subset.flag} frac generator", compile=s.compile,
+                    mixed_precision=s.mixed_precision)
     seen = load_json(Path(model_dir)/'config.json')['real_images']
     return write_synthetic(out, imgs, labels, subset.flag, checkpoint=str(ck), step=meta['step'], loss=meta['loss'],
                            real_images={k: seen[k] for k in ('fraction', 'subset_seed', 'n', 'digest')},
@@ -271,34 +272,38 @@ ARM_COLOURS = {'real': 'black', 'real+aug': '#0173b2', 'real+syn': '#de8f05', 'r
 LOSS_MARKERS = ('s', '^', 'D', 'v')
 
 def fig_scarce(t:pd.DataFrame):
-    "Figure: AUC and accuracy against real training images per arm (95 % intervals), one column per data set; generator loss as marker and line style."
+    "Figure: AUC, accuracy and paired ΔAUC from real only against real training images per arm (95 % intervals), one column per data set; generator loss as marker and line style."
     import matplotlib.pyplot as plt
     ds = sorted(t['dataset'].unique())
-    fig, axes = plt.subplots(2, len(ds), figsize=(3.3 * len(ds) + 2.4, 5.0), squeeze=False, sharex='col')
+    fig, axes = plt.subplots(3, len(ds), figsize=(3.3 * len(ds) + 2.4, 7.0), squeeze=False, sharex='col',
+                             gridspec_kw=dict(height_ratios=[1, 1, 0.8]))
     losses = sorted(x for x in t['loss'].unique() if x != '-')
     styles = {l: (m, ls) for l, m, ls in zip(losses, LOSS_MARKERS, ['--', ':', '-.', (0, (1, 3))])}
     for j, d in enumerate(ds):
         g = t[t['dataset'] == d]
         groups = list(g.groupby(['arm', 'loss', 'ratio'], sort=False))
         n = sorted(g['n_real'].unique())
-        for row, m in enumerate(('auc', 'acc')):
+        for row, m in enumerate(('auc', 'acc', 'd_auc')):
             ax = axes[row, j]
+            if m == 'd_auc': ax.axhline(0, color='grey', ls='--', lw=0.8)
             for i, ((arm, loss, ratio), h) in enumerate(groups):
+                if m == 'd_auc' and arm == 'real': continue
                 h = h.sort_values('n_real')
                 x = h['n_real'].to_numpy() * 1.045 ** (i - (len(groups) - 1) / 2)   # a small dodge keeps the bars apart
                 marker, ls = styles.get(loss, ('o', '-'))
                 lab = ARM_NAMES[arm] + ('' if loss == '-' else f" ({loss}{'' if ratio == 1 else f', {ratio:g}x'})")
                 c = ARM_COLOURS[arm]
-                lo, hi = h[f'{m}_low'].clip(0, 1), h[f'{m}_high'].clip(0, 1)   # a t-interval of a score in [0, 1], shown within it
-                ax.plot(x, h[f'{m}_mean'], marker=marker, ms=4.5, color=c, ls=ls, label=lab)
+                lo, hi = h[f'{m}_low'], h[f'{m}_high']
+                if m != 'd_auc': lo, hi = lo.clip(0, 1), hi.clip(0, 1)   # a t-interval of a score in [0, 1], shown within it
+                ax.plot(x, h[f'{m}_mean'], marker=marker, ms=4.5, color=c, ls=ls, label=lab if m == 'auc' else None)
                 if lo.notna().any():
                     ax.errorbar(x, h[f'{m}_mean'], yerr=[h[f'{m}_mean'] - lo, hi - h[f'{m}_mean']], fmt='none', capsize=2, color=c, lw=0.9)
                     if len(h) > 1: ax.fill_between(x, lo, hi, color=c, alpha=0.10, lw=0)
             ax.set_xscale('log'); ax.minorticks_off()
             ax.set_xlim(n[0] / 1.5, n[-1] * 1.5); ax.set_xticks(n, [str(v) for v in n])
-            ax.set_ylabel(f"test {m.upper()} (real test images)" if j == 0 else '')
+            ax.set_ylabel(('ΔAUC vs real only\n(paired by seed)' if m == 'd_auc' else f"test {m.upper()}\n(real test images)") if j == 0 else '')
             if row == 0: ax.set_title(d)
-            if row == 1: ax.set_xlabel('real training images (log scale)')
+            if row == 2: ax.set_xlabel('real training images (log scale)')
     h, l = axes[0, -1].get_legend_handles_labels()
     fig.legend(h, l, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title='arm (generator loss)', title_fontsize=7)
     fig.suptitle(f"Scarce real data: mean and 95 % interval over {int(t['seeds'].max())} classifier seeds", fontsize=9)

@@ -14,9 +14,9 @@ from pathlib import Path
 from .core import MedsynError, load_settings, repo_root, save_json, load_json, run_record, split_overrides
 
 # %% auto #0
-__all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'STAGE_FUNCS', 'Cell', 'plan', 'study_notebooks_dir', 'run_notebook', 'run_cell',
-           'run_study', 'StageContext', 'context', 'stage_real', 'stage_train', 'stage_sample', 'stage_evaluate',
-           'stage_classify', 'stage_scarce', 'ensure', 'study_cli']
+__all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'plan', 'study_notebooks_dir',
+           'run_notebook', 'run_cell', 'run_study', 'write_bundle', 'StageContext', 'context', 'stage_real',
+           'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce', 'ensure', 'study_cli']
 
 # %% ../nbs/06_study.ipynb #09c2b166
 LOSS_STAGES = ('train', 'sample', 'evaluate', 'classify')
@@ -71,8 +71,8 @@ def _params(cell:Cell, preset:str, overrides:dict) -> dict:
         p.update(loss=cell.loss, real_dir=str((cell.run_dir.parent/'real').resolve()))
     return p
 
-def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None) -> dict:
-    "Run the stages of `cell` (skipping finished ones unless `force`); return its status."
+def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
+    "Run the stages of `cell` (skipping finished ones unless `force`; none started after `deadline`); return its status."
     overrides = overrides or {}
     if force and cell.run_dir.exists(): shutil.rmtree(cell.run_dir)
     if cell.is_done(): return dict(cell=cell.name, status='skipped', seconds=0.0)
@@ -81,11 +81,14 @@ def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, 
     t0, times = time.time(), {}
     for stage in cell.stages:
         if cell.stage_marker(stage).exists(): continue
+        if deadline is not None and time.time() >= deadline:
+            return _unfinished(cell, stage, "time limit reached before the stage started", t0)
         if on_stage: on_stage(cell, stage)
         t = time.time()
         try: run_notebook(stage, cell.run_dir/f'{stage}.ipynb', _params(cell, preset, overrides))
         except Exception as e:
             msg = _short_error(e)
+            if getattr(e, 'ename', None) == 'TimeLimitReached': return _unfinished(cell, stage, msg, t0)
             save_json(dict(cell=cell.name, stage=stage, error=msg, notebook=str(cell.run_dir/f'{stage}.ipynb'),
                            seconds=time.time()-t), cell.run_dir/'FAILED.json')
             return dict(cell=cell.name, status='failed', stage=stage, error=msg, seconds=time.time()-t0)
@@ -93,7 +96,13 @@ def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, 
         save_json(dict(stage=stage, seconds=times[stage]), cell.stage_marker(stage))
     save_json(run_record(load_settings(preset, **overrides), cell=cell.name, stage_seconds=times,
                          seconds=time.time()-t0), cell.done_marker)
+    (cell.run_dir/'UNFINISHED.json').unlink(missing_ok=True)
     return dict(cell=cell.name, status='done', seconds=time.time()-t0)
+
+def _unfinished(cell, stage, msg, t0) -> dict:
+    "Record that `cell` stopped at its time limit in `stage` (its state is saved: the same command continues it)."
+    save_json(dict(cell=cell.name, stage=stage, reason=msg, time=time.strftime('%Y-%m-%dT%H:%M:%S')), cell.run_dir/'UNFINISHED.json')
+    return dict(cell=cell.name, status='unfinished', stage=stage, error=msg, seconds=time.time()-t0)
 
 def _short_error(e) -> str:
     "The last line of a papermill error (the exception that stopped the notebook)."
@@ -132,9 +141,12 @@ class _Progress:
 
 def run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:int=1, force:bool=False,
               runs_dir='runs', figures_dir='figures', tables_dir='tables', overrides:dict|None=None,
-              report:bool=True, out=None) -> dict:
-    "Run the study grid with papermill; then the report notebook. Returns {'results': [...], 'failed': [...]}."
+              report:bool=True, out=None, time_limit:float|None=None, bundle=None) -> dict:
+    """Run the study grid with papermill; then the report notebook. Returns {'results': [...], 'failed': [...], 'unfinished': [...]}.
+    `time_limit` (seconds): stop cleanly before it (training saves its state; no stage starts after it); the same call continues.
+    `bundle`: write the results (tables, figures, run records; no checkpoints) to this .tar.gz at the end."""
     overrides = dict(overrides or {})
+    if time_limit is not None and time_limit <= 0: raise MedsynError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     if seeds is not None: overrides['seeds'] = seeds
     if datasets is not None: overrides['datasets'] = datasets
     if losses is not None: overrides['losses'] = losses
@@ -143,21 +155,33 @@ def run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:i
     if jobs > 1 and 'OMP_NUM_THREADS' not in os.environ:   # share the cores between the kernels
         os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // jobs))
     prog = _Progress(cells, jobs, out)
+    deadline = prog.t0 + time_limit - min(60.0, 0.05 * time_limit) if time_limit else None   # a margin to save and shut down
+    old_env = os.environ.get('MEDSYN_DEADLINE')
+    if deadline: os.environ['MEDSYN_DEADLINE'] = repr(deadline)       # the kernels' training loops stop before it
     prog.say(f"study '{preset}': {len(cells)} cells ({', '.join(s.datasets)} x {', '.join(s.losses)} + real baselines), {jobs} job(s), runs in {Path(runs_dir)/preset}")
     kind = lambda c: 'baseline' if c.loss is None else 'loss'
     def one(c):
-        r = run_cell(c, preset, overrides, force, prog.stage)
+        r = run_cell(c, preset, overrides, force, prog.stage, deadline)
         with prog.lock: prog.pending.remove(c.name)
         prog.done(r, kind(c), [kind(x) for x in cells if x.name in prog.pending]); return r
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-        base = list(ex.map(one, [c for c in cells if c.loss is None]))
-        rest = list(ex.map(one, [c for c in cells if c.loss is not None]))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+            base = list(ex.map(one, [c for c in cells if c.loss is None]))
+            rest = list(ex.map(one, [c for c in cells if c.loss is not None]))
+    finally:
+        if deadline:
+            if old_env is None: os.environ.pop('MEDSYN_DEADLINE', None)
+            else: os.environ['MEDSYN_DEADLINE'] = old_env
     results = base + rest
     failed = [r for r in results if r['status'] == 'failed']
-    summary = dict(preset=preset, results=results, failed=failed, seconds=time.time()-prog.t0, jobs=jobs)
+    unfinished = [r for r in results if r['status'] == 'unfinished']
+    summary = dict(preset=preset, results=results, failed=failed, unfinished=unfinished, seconds=time.time()-prog.t0, jobs=jobs)
     rec = Path(runs_dir)/preset/'study.json'   # the record of the last command that ran cells; the report reads it
     if any(r['status'] != 'skipped' for r in results) or not rec.exists(): save_json(run_record(s, **summary), rec)
-    if report:
+    if unfinished:
+        prog.say(f"time limit reached: {len(unfinished)} cell(s) unfinished; run the same command again to continue"
+                 + (" (report skipped)" if report else ''))
+    if report and not unfinished:
         prog.say("report ...")
         rep = Path(runs_dir)/preset/'report.ipynb'
         try:
@@ -166,7 +190,31 @@ def run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:i
         except Exception as e:
             failed.append(dict(cell='report', status='failed', stage='report', error=_short_error(e)))
         prog.say(f"report: {rep}")
+    if bundle is not None:
+        b = write_bundle(Path(runs_dir)/preset, figures_dir, tables_dir, bundle)
+        prog.say(f"bundle: {b['path']} ({b['files']} files, {b['bytes'] / 1e6:.1f} MB)")
     return summary
+
+# %% ../nbs/06_study.ipynb #5c3ba082
+BUNDLE_SUFFIXES = ('.json', '.csv')
+
+def write_bundle(runs_root, figures_dir, tables_dir, out) -> dict:
+    "Write tables, figures and the run records under `runs_root` (no checkpoints, npz or notebooks) to the .tar.gz `out`, atomically."
+    import tarfile
+    from medsyn.core import atomic_path
+    out = Path(out)
+    if not out.name.endswith(('.tar.gz', '.tgz')): raise MedsynError(f"the bundle must be a .tar.gz file, got {out}")
+    runs_root = Path(runs_root)
+    items = [(p, Path('tables')/p.relative_to(tables_dir)) for p in sorted(Path(tables_dir).rglob('*')) if p.is_file()]
+    items += [(p, Path('figures')/p.relative_to(figures_dir)) for p in sorted(Path(figures_dir).rglob('*')) if p.is_file()]
+    items += [(p, Path('runs')/runs_root.name/p.relative_to(runs_root)) for p in sorted(runs_root.rglob('*'))
+              if p.is_file() and p.suffix in BUNDLE_SUFFIXES and 'checkpoints' not in p.relative_to(runs_root).parts
+              and not any(part.startswith('.') and part.endswith('partial') for part in p.parts)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as t:
+        with tarfile.open(t, 'w:gz') as tar:
+            for src, arc in items: tar.add(src, arcname=str(arc), recursive=False)
+    return dict(path=str(out), files=len(items), bytes=out.stat().st_size)
 
 # %% ../nbs/06_study.ipynb #5d56c502
 @dataclass
@@ -298,6 +346,9 @@ def study_cli(argv:list|None=None):
     p.add_argument('--figures-dir', default='figures'); p.add_argument('--tables-dir', default='tables')
     p.add_argument('--no-report', action='store_true', help='skip the report notebook')
     p.add_argument('--plan', action='store_true', help='print the grid and exit')
+    p.add_argument('--time-limit', type=float, metavar='SECONDS',
+                   help='stop cleanly before this many seconds (training saves its state); the same command continues (exit code 3)')
+    p.add_argument('--bundle', metavar='FILE.tar.gz', help='at the end, pack tables, figures and run records (no checkpoints) into one file')
     a = p.parse_args(argv)
     if a.jobs < 1: raise MedsynError(f"--jobs must be at least 1, got {a.jobs}")
     if a.plan:
@@ -306,8 +357,12 @@ def study_cli(argv:list|None=None):
             print(f"{c.name:<28} {'done' if c.is_done() else 'todo':<5} {c.run_dir}")
         return 0
     res = run_study(a.preset, jobs=a.jobs, force=a.force, runs_dir=a.runs_dir, figures_dir=a.figures_dir,
-                    tables_dir=a.tables_dir, overrides=over, report=not a.no_report)
+                    tables_dir=a.tables_dir, overrides=over, report=not a.no_report, time_limit=a.time_limit, bundle=a.bundle)
     if res['failed']:
         print("failed:\n" + '\n'.join(f"  {r['cell']} at {r['stage']}: {r['error']}" for r in res['failed']), file=sys.stderr)
         return 1
+    if res['unfinished']:
+        print(f"time limit reached: {', '.join(r['cell'] for r in res['unfinished'])} unfinished; "
+              "run the same command again to continue", file=sys.stderr)
+        return 3
     return 0

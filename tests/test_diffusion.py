@@ -78,8 +78,8 @@ def test_resume_from_a_checkpoint_is_exact(straight, tmp_path):
     pd.testing.assert_frame_equal(D.read_loss_csv(run)[CMP], D.read_loss_csv(straight)[CMP])
     for sub in ("unet", "unet_ema"):
         assert same_weights(weights(run, 4, sub), weights(straight, 4, sub)), sub
-    ts_a = torch.load(run / "checkpoints/step-000004/training_state.pt", weights_only=False)
-    ts_b = torch.load(straight / "checkpoints/step-000004/training_state.pt", weights_only=False)
+    ts_a = torch.load(run / "checkpoints/step-000004/training_state.pt", weights_only=True)
+    ts_b = torch.load(straight / "checkpoints/step-000004/training_state.pt", weights_only=True)
     assert ts_a["step"] == ts_b["step"] == 4 and ts_a["ema"]["optimization_step"] == 4
     assert torch.equal(ts_a["rng"]["data"]["generator"], ts_b["rng"]["data"]["generator"])
     assert load_json(run / "config.json")["resumes"][0]["step"] == 2
@@ -147,6 +147,73 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert all(torch.isfinite(v).all() for v in weights(run, 2).values())
 
 
+def test_nan_is_found_within_a_log_window_and_never_checkpointed(tmp_path, monkeypatch):
+    # losses are read once per log window (no host sync per step): a NaN at step 3 of a 4-step window is still
+    # named by its step, and the checkpoint due at step 4 is not written from weights that step touched
+    calls = {"n": 0}
+    real = D.diffusion_loss
+
+    def poisoned(pred, *a, **k):
+        out = real(pred, *a, **k)
+        if pred.ndim < 4: return out
+        calls["n"] += 1
+        return out * float("nan") if calls["n"] == 3 else out
+    monkeypatch.setattr(D, "diffusion_loss", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(MedsynError, match=r"loss is nan at step 3 "):
+        D.train("breastmnist", "l2", run, preset="smoke", progress=False, log_every=4, train_steps=6)
+    assert [p.name for p in D.checkpoints(run)] == ["step-000002"]
+    assert all(torch.isfinite(v).all() for v in weights(run, 2).values())
+
+
+def test_no_host_sync_per_step(tmp_path, monkeypatch):
+    # .item() / .tolist() / float(tensor) are host syncs: count them over 8 steps logged every 4
+    calls = {"n": 0}
+    for name in ("item", "tolist", "__float__"):
+        orig = getattr(torch.Tensor, name)
+        def wrap(self, *a, _orig=orig, **k):
+            calls["n"] += 1
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, wrap)
+    D.train("breastmnist", "l2", tmp_path / "run", preset="smoke", progress=False, log_every=4, train_steps=8, checkpoint_every=8)
+    assert calls["n"] <= 12, calls      # a few per window (losses, buckets, counts) and the checkpoint; not one per step
+
+
+def test_time_limit_stops_cleanly_and_resume_is_exact(straight, tmp_path, monkeypatch):
+    from medsyn.core import TimeLimitReached
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(D, "_now", lambda: clock["t"])
+
+    def tick(step, loss):
+        if step == 2: clock["t"] = 2000.0        # past the deadline after step 2
+    run = tmp_path / "run"
+    with pytest.raises(TimeLimitReached, match="time limit reached at step 2 of 4"):
+        D.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=tick, deadline=1500.0)
+    assert [p.name for p in D.checkpoints(run)] == ["step-000002"]
+    monkeypatch.setenv("MEDSYN_DEADLINE", "1500")      # the same deadline from the environment, as `medsyn study` sets it
+    with pytest.raises(TimeLimitReached):
+        D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    monkeypatch.delenv("MEDSYN_DEADLINE")
+    D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    pd.testing.assert_frame_equal(D.read_loss_csv(run)[CMP], D.read_loss_csv(straight)[CMP])
+    for sub in ("unet", "unet_ema"):
+        assert same_weights(weights(run, 4, sub), weights(straight, 4, sub)), sub
+
+
+def test_a_tampered_training_state_is_refused_not_executed(straight, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    shutil.rmtree(run / "checkpoints" / "step-000004")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self): return (os.system, (f"touch {marker}",))
+    torch.save({"step": 2, "payload": Payload()}, run / "checkpoints" / "step-000002" / "training_state.pt")
+    with pytest.raises(MedsynError, match="not a training state medsyn can read safely"):
+        D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    assert not marker.exists()
+
+
 def test_training_refuses_bad_requests(straight, tmp_path):
     with pytest.raises(MedsynError, match="multi-label"):
         D.train("chestmnist", "l2", tmp_path / "c", preset="smoke")
@@ -188,6 +255,50 @@ def test_sampling_is_seeded_and_ddpm_and_guidance_work(straight, tmp_path):
     assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
     d = load_npz(D.sample(straight, 2, tmp_path / "d.npz", sampler="ddpm", steps=2, guidance=3.0, progress=False))
     assert d.images.shape == (4, 28, 28) and load_json(tmp_path / "d.json")["guidance"] == 3.0
+
+
+@pytest.mark.parametrize("sampler", ["dpmsolver", "unipc"])
+def test_multistep_solvers_are_seeded_and_start_each_batch_afresh(straight, sampler):
+    unet, sch, meta = D.load_model(straight, device="cpu")
+    labels = np.array([0, 1, 0, 1])
+    kw = dict(sampler=sampler, steps=4, seed=3, null_class=meta["null_class"], progress=False)
+    one = D.generate(unet, sch, labels, batch_size=4, **kw)
+    assert np.array_equal(one, D.generate(unet, sch, labels, batch_size=4, **kw))
+    assert not np.array_equal(one, D.generate(unet, sch, labels, batch_size=4, **{**kw, "seed": 4}))
+    # a second batch must not inherit the first batch's solver history: sampled in two batches of 2, each
+    # image is what it is in one batch of 4 (the initial noise is drawn in the same order)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(torch.randn(4, 1, 28, 28, generator=g1),
+                       torch.cat([torch.randn(2, 1, 28, 28, generator=g2), torch.randn(2, 1, 28, 28, generator=g2)]))
+    assert np.array_equal(one, D.generate(unet, sch, labels, batch_size=2, **kw))
+    assert not np.array_equal(one, D.generate(unet, sch, labels, batch_size=4, **{**kw, "sampler": "ddim"}))
+
+
+def test_compile_setting_reaches_training_sampling_and_classifiers(straight, tmp_path, monkeypatch):
+    modes = []
+    def fake_compile(model, mode=None, **kw):
+        modes.append(mode); return model
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    D.train("breastmnist", "l2", tmp_path / "r", preset="smoke", progress=False, train_steps=1, compile="reduce-overhead")
+    unet, sch, meta = D.load_model(straight, device="cpu")
+    D.generate(unet, sch, [0, 1, 0], batch_size=2, steps=2, progress=False, compile="max-autotune")
+    from medsyn.classify import train_classifier
+    from medsyn.core import load_settings
+    from medsyn.data import load_medmnist, subsample
+    s = load_settings("smoke", compile="default", clf_epochs=1, device="cpu")
+    train_classifier(subsample(load_medmnist("breastmnist"), fraction=0.05), load_medmnist("breastmnist", "val"), "cnn", s, progress=False)
+    assert modes == ["reduce-overhead", "max-autotune", None]      # None: torch.compile's default mode
+    with pytest.raises(MedsynError, match="compile must be one of"):
+        D.compiled(unet, "fast")
+
+
+def test_compiled_denoiser_matches_eager_on_cpu(straight):
+    pytest.importorskip("torch._inductor")
+    unet, sch, meta = D.load_model(straight, device="cpu")
+    kw = dict(sampler="ddim", steps=2, seed=1, progress=False)
+    eager = D.generate(unet, sch, [0, 1], batch_size=2, **kw)
+    comp = D.generate(unet, sch, [0, 1], batch_size=2, compile="default", **kw)
+    assert np.abs(eager.astype(int) - comp.astype(int)).max() <= 1     # uint8 images: at most one grey level apart
 
 
 def test_guidance_zero_is_the_unconditional_model(straight):

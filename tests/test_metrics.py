@@ -310,3 +310,13 @@ def test_evaluate_refuses_bad_input(settings, tmp_path, breast, noisy_npz, cli):
         M.evaluate("breastmnist", noisy_npz, split="dev", settings=settings)
     p = cli("evaluate", "--real", "breastmnist", "--synthetic", tmp_path / "missing.npz", "--out", tmp_path / "m.json")
     assert p.returncode == 2 and "no such file" in p.stderr and not (tmp_path / "m.json").exists()
+
+
+def test_large_feature_batches_leave_fid_unchanged(settings, breast):
+    # a GPU runs Inception in batches of hundreds: the features, and so FID, must not depend on the batch size
+    a, b = breast["val"].images[:40], breast["val"].images[40:78]
+    small = [M.image_features(x, settings, cache=False, batch_size=5, progress=False) for x in (a, b)]
+    large = [M.image_features(x, settings, cache=False, batch_size=40, progress=False) for x in (a, b)]
+    for d in (64, 2048):
+        f_small, f_large = M.fid_from_features(small[0][d], small[1][d]), M.fid_from_features(large[0][d], large[1][d])
+        assert abs(f_small - f_large) <= 1e-3 * abs(f_small), (d, f_small, f_large)

@@ -115,7 +115,7 @@ def test_scarce_figure_has_a_column_per_data_set(tmp_path):
     import matplotlib; matplotlib.use("Agg")
     r = pd.concat([_rows(), _rows(fraction=0.25, n_real=137), _rows("retinamnist", 0.1, 108)], ignore_index=True)
     fig = fig_scarce(scarce_table(r))
-    assert len(fig.axes) == 4 and fig.axes[0].get_title() == "breastmnist"
+    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "breastmnist"
     assert fig.axes[0].get_xscale() == "log" and len(fig.legends[0].get_texts()) == 4
     from medsyn.report import save_fig
     assert all(p.stat().st_size > 1000 for p in save_fig(fig, tmp_path, "low_data"))
