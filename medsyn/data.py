@@ -54,11 +54,8 @@ def medmnist_root() -> Path:
 
 def search_dirs(data_dir=None) -> list:
     "Folders searched for MedMNIST files, in order."
-    dirs = [repo_root()/'data']
-    for d in (data_dir, os.environ.get('MEDSYN_DATA_DIR')):
-        if d: dirs.append(Path(d).expanduser())
-    dirs.append(medmnist_root())
-    return dirs
+    dirs = [Path(d).expanduser() for d in (data_dir, os.environ.get('MEDSYN_DATA_DIR')) if d]   # the user's folders first
+    return dirs + [repo_root()/'data', medmnist_root()]
 
 # %% ../nbs/01_data.ipynb #1692235d
 _verified = {}
@@ -244,12 +241,17 @@ def sidecar_path(path) -> Path:
     return Path(path).with_suffix('.json')
 
 def load_npz(path, split:str='train', flag:str|None=None) -> MedMNISTSplit:
-    "Open a MedMNIST-format npz (real or synthetic); metadata from its JSON side-car or `flag`."
+    "Open a MedMNIST-format npz (real or synthetic); its data set from its JSON side-car, or `flag` when it has none (they must agree)."
     path = Path(path)
     if not path.exists(): raise MedsynError(f"no such file: {path}")
     meta = load_json(sidecar_path(path)) if sidecar_path(path).exists() else {}
+    if flag and meta.get('flag') and meta['flag'] != flag:
+        raise MedsynError(f"{path} imitates '{meta['flag']}' (its side-car JSON) but the data set is '{flag}'")
     flag = flag or meta.get('flag')
-    if flag is None: raise MedsynError(f"{path} has no side-car JSON naming its data set: pass flag=")
+    if flag is None:
+        raise MedsynError(f"{path} has no side-car JSON ({sidecar_path(path).name}) naming its data set. Name it: "
+                          f"--dataset/--real FLAG on the command line, flag='...' in Python, or write "
+                          f"{sidecar_path(path)} as {{\"flag\": \"breastmnist\"}} (with its data set's flag)")
     try:
         with np.load(path) as z: images, labels = z[f'{split}_images'], z[f'{split}_labels']
     except KeyError: raise MedsynError(f"{path} has no '{split}_images'/'{split}_labels' arrays") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from .core import (MedsynError, load_settings, split_overrides, run_record, save_json, atomic_path,
                          cache_dir, get_device)
-from .data import MedMNISTSplit, SPLITS, load_medmnist, load_npz, image_grid, save_figure
+from .data import MedMNISTSplit, SPLITS, load_medmnist, load_npz, sidecar_path, image_grid, save_figure
 
 # %% auto #0
 __all__ = ['FID_WEIGHTS_ENV', 'HUB_FILES', 'FID_HELPER', 'CONVERTED_FILE', 'CONVERTED_FINGERPRINT', 'TAPS', 'FEATURE_VERSION',
@@ -468,7 +468,8 @@ def _counts(labels) -> dict:
 # %% ../nbs/03_metrics.ipynb #89ecae92
 def _as_split(x, flag=None) -> MedMNISTSplit:
     if isinstance(x, MedMNISTSplit): return x
-    if isinstance(x, (str, Path)): return load_npz(x, flag=None)
+    if isinstance(x, (str, Path)):     # the real data set names a set without a side-car (a mismatch is refused below)
+        return load_npz(x, flag=None if sidecar_path(x).exists() else flag)
     imgs = _raw_images(x)
     from medsyn.data import medmnist_info
     if flag is None: raise MedsynError("pass the synthetic set as an npz path or a MedMNISTSplit")

@@ -218,35 +218,57 @@ def fig_fid(T:dict, figures_dir) -> list:
     return save_fig(fig, figures_dir, 'fid_vs_features')
 
 def fig_kid_prdc(T:dict, figures_dir) -> list:
-    "KID (with its floor) and precision / recall / density / coverage per data set and loss."
+    "KID and precision / recall / density / coverage per data set and loss as points, each beside its real-vs-real floor."
     import matplotlib.pyplot as plt, seaborn as sns
     _style()
     K, P = T['kid'], T['prdc']
     if K.empty: return []
-    fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 2.8))
-    sns.barplot(K, x='dataset', y='kid', hue='loss', ax=a)
-    for i, (d, g) in enumerate(K.groupby('dataset', sort=False)):
-        a.hlines(g['floor'].mean(), i - 0.4, i + 0.4, colors='grey', linestyles='--')
-    a.set(title='KID (dashed: real vs real)', ylabel='KID', xlabel='')
-    P2 = P.assign(what=P['dataset'] + '\n' + P['loss'])
-    sns.barplot(P2, x='metric', y='value', hue='what', ax=b)
-    b.set(title='precision / recall / density / coverage', ylabel='', xlabel=''); b.legend(fontsize=6, ncol=2)
+    ds, losses = sorted(K['dataset'].unique()), sorted(K['loss'].unique())
+    pal = dict(zip(losses, sns.color_palette('colorblind', len(losses))))
+    panels = [('KID', K.rename(columns={'kid': 'value'}))] + [(m, P[P['metric'] == m]) for m in ('precision', 'recall', 'density', 'coverage')]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.0 * len(panels) + 1.4, 2.6), sharex=True)
+    for ax, (name, D) in zip(axes, panels):
+        for i, d in enumerate(ds):
+            g = D[D['dataset'] == d]
+            if g.empty: continue
+            ax.plot(i, g['floor'].mean(), marker='_', ms=16, mew=2, color='grey', ls='none')
+            for j, l in enumerate(losses):
+                v = g.loc[g['loss'] == l, 'value']
+                if len(v): ax.plot(i + (j - (len(losses) - 1) / 2) * 0.18, v.iloc[0], marker='o', ms=5, color=pal[l], ls='none')
+        ax.set_title(name); ax.set_xticks(range(len(ds)), [d.replace('mnist', '') for d in ds], rotation=30)
+        ax.set_xlim(-0.6, len(ds) - 0.4); ax.set_ylim(bottom=0)
+    axes[0].set_ylabel('value')
+    handles = [plt.Line2D([], [], color=pal[l], marker='o', ls='none', label=l) for l in losses]
+    handles.append(plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label='real vs real (floor)'))
+    fig.legend(handles=handles, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title='loss', title_fontsize=7)
+    fig.suptitle('KID (lower is better) and precision / recall / density / coverage (nearer the floor is better)', fontsize=9)
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'kid_prdc')
 
 def fig_memorisation(T:dict, figures_dir) -> list:
-    "Histograms of each synthetic image's nearest-training distance ratio, with the near-copy threshold; closest pairs copied."
+    "Histograms of each synthetic image's nearest-training distance ratio (a row per data set, a column per space, a colour per loss), with the near-copy threshold; closest pairs copied."
     import matplotlib.pyplot as plt, seaborn as sns
     _style(); out = []
     M = T['memo_images']
     if not M.empty:
         thr = T['memo']['threshold'].iloc[0]
-        fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.6))
-        for ax, sp in zip(axes, ('pixel', 'inception')):
-            g = M[M['space'] == sp].assign(run=lambda x: x['dataset'] + ' / ' + x['loss'])
-            sns.histplot(g, x='ratio', hue='run', element='step', stat='density', common_norm=False, ax=ax, bins=30)
-            ax.axvline(thr, color='red', ls='--', lw=1); ax.axvline(1, color='grey', ls=':', lw=1)
-            ax.set(title=f'{sp} space', xlabel='nearest-training distance / typical test-to-train distance')
+        ds, losses = sorted(M['dataset'].unique()), sorted(M['loss'].unique())
+        pal = dict(zip(losses, sns.color_palette('colorblind', len(losses))))
+        fig, axes = plt.subplots(len(ds), 2, figsize=(7.2, 1.7 * len(ds) + 0.9), squeeze=False, sharex='col')
+        for i, d in enumerate(ds):
+            for j, sp in enumerate(('pixel', 'inception')):
+                ax, g = axes[i, j], M[(M['dataset'] == d) & (M['space'] == sp)]
+                if not g.empty:
+                    sns.histplot(g, x='ratio', hue='loss', hue_order=losses, palette=pal, element='step', fill=False, stat='density',
+                                 common_norm=False, ax=ax, bins=25, legend=False)
+                ax.axvline(thr, color='red', ls='--', lw=1); ax.axvline(1, color='grey', ls=':', lw=1)
+                ax.set(xlabel='', ylabel=f'{d}\ndensity' if j == 0 else '')
+                if i == 0: ax.set_title(f'{sp} space')
+        for j in range(2): axes[-1, j].set_xlabel('nearest-training distance\n/ typical test-to-train distance')
+        handles = [plt.Line2D([], [], color=pal[l], label=l) for l in losses]
+        handles += [plt.Line2D([], [], color='red', ls='--', label=f'near-copy threshold ({thr:g})'),
+                    plt.Line2D([], [], color='grey', ls=':', label='typical real distance (1)')]
+        fig.legend(handles=handles, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title='loss', title_fontsize=7)
         fig.tight_layout()
         out += save_fig(fig, figures_dir, 'memorisation')
     for f in T['files']:
@@ -269,9 +291,13 @@ def fig_downstream(T:dict, figures_dir) -> list:
         w = 0.8 / len(order)
         for j, o in enumerate(order):
             g = D[D['trained on'] == o].set_index('dataset').reindex(ds)
-            ax.bar(np.arange(len(ds)) + (j - (len(order) - 1) / 2) * w, g[m], w, yerr=g[m + '_std'], capsize=2, label=o)
+            err = g[m + '_std'].where(g['n_seeds'] > 1)            # one seed has no spread: no error bar, not a zero one
+            ax.bar(np.arange(len(ds)) + (j - (len(order) - 1) / 2) * w, g[m], w, yerr=err, capsize=2, label=o)
         ax.set_xticks(range(len(ds)), ds); ax.set(ylim=(0, 1), ylabel=m.upper(), title=f'{m.upper()} on real test images')
     axes[1].legend(fontsize=7, title='trained on', title_fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1), frameon=False)
+    n = D['n_seeds']
+    fig.suptitle('one classifier seed per bar: no spread to show' if n.max() == 1 else
+                 f"mean and standard deviation over {n.min()}{'' if n.min() == n.max() else f'-{n.max()}'} classifier seeds", fontsize=8)
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'downstream')
 

@@ -266,3 +266,12 @@ def test_cli_bad_input_exits_2(cli, tmp_path):
     p = cli("classify", "--dataset", FLAG, "--regime", "real", "--arch", "vgg16", "--preset", "smoke", "--out", tmp_path / "x")
     assert p.returncode == 2 and "Valid architectures" in p.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_synthetic_set_without_side_car_takes_the_data_set_named_on_the_command_line(tmp_path, cli):
+    tr = load_medmnist(FLAG, "train")
+    np.savez(tmp_path / "bare.npz", train_images=tr.images[:40], train_labels=tr.labels[:40, None].astype(np.uint8))
+    p = cli("classify", "--dataset", FLAG, "--regime", "synthetic", "--synthetic", tmp_path / "bare.npz", "--preset", "smoke",
+            "--seeds", "0", "--archs", "cnn", "--out", tmp_path / "tstr", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "tstr" / "metrics.json").read_text())["cells"][0]["per_seed"]["0"]["n_synthetic"] == 40

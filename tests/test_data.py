@@ -42,6 +42,18 @@ def test_corrupt_file_is_named_and_never_used(tmp_path, monkeypatch):
         D.verify_md5(cp, D.medmnist_info("breastmnist")["md5"][28])
 
 
+def test_the_users_data_dir_is_never_shadowed_by_the_embedded_copy(tmp_path, cli):
+    src = D.repo_root() / "data" / "breastmnist.npz"
+    (tmp_path / "good").mkdir(); (tmp_path / "bad").mkdir()
+    shutil.copy(src, tmp_path / "good" / "breastmnist.npz")
+    assert D.load_medmnist("breastmnist", data_dir=tmp_path / "good").path == tmp_path / "good" / "breastmnist.npz"
+    (tmp_path / "bad" / "breastmnist.npz").write_bytes(src.read_bytes()[:-10] + b"0" * 10)
+    with pytest.raises(MedsynError, match=f"checksum mismatch for {tmp_path / 'bad' / 'breastmnist.npz'}"):
+        D.load_medmnist("breastmnist", data_dir=tmp_path / "bad")
+    p = cli("data", "info", "breastmnist", "--data-dir", tmp_path / "bad")       # as a new user would try it
+    assert p.returncode == 2 and "checksum mismatch" in p.stderr, p.stderr
+
+
 def test_missing_file_says_what_to_place_where(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDMNIST_ROOT", str(tmp_path / "root"))
     with pytest.raises(MedsynError, match=r"Place dermamnist_128\.npz \(MD5 [0-9a-f]{32}\) in one of: .*root"):
