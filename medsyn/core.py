@@ -120,6 +120,8 @@ SCHEMA = {
     'low_data_seeds': Key('list[int]', 'classifier seeds of each scarce-data arm (paired across arms)'),
     'low_data_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arms (a list sweeps them)'),
     'low_data_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)'),
+    # privacy (nbs/10_privacy.ipynb)
+    'privacy_max_images': Key('int', 'membership inference: members audited per generator, and as many non-members (0: all)'),
     # LIME
     'lime_images': Key('int', 'test images explained per data set'),
     'lime_samples': Key('int', 'perturbed samples per LIME explanation'),

@@ -15,10 +15,10 @@ import pandas as pd
 from .core import MedsynError, load_json, atomic_path
 
 # %% auto #0
-__all__ = ['SCARCE_NOTE', 'ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown', 'to_latex', 'write_table', 'cells_table',
-           'collect', 'save_fig', 'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc',
-           'fig_memorisation', 'fig_downstream', 'fig_low_data', 'fig_lime', 'write_tables', 'comparison', 'provenance',
-           'build_report']
+__all__ = ['SCARCE_NOTE', 'PRIVACY_NOTE', 'ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown', 'to_latex', 'write_table',
+           'cells_table', 'collect', 'save_fig', 'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid',
+           'fig_kid_prdc', 'fig_memorisation', 'fig_downstream', 'fig_low_data', 'fig_privacy', 'fig_lime',
+           'write_tables', 'comparison', 'provenance', 'build_report']
 
 # %% ../nbs/08_report.ipynb #10a92387
 def to_markdown(df:pd.DataFrame) -> str:
@@ -75,7 +75,7 @@ def collect(runs_root) -> dict:
     "Tidy tables of every run under `runs_root` (= runs/<preset>): losses, FID, KID, PRDC, memorisation, classifiers, fidelity, LIME, scarce data."
     runs_root = Path(runs_root)
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
-    T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'files', 'missing')}
+    T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'privacy', 'privacy_steps', 'files', 'missing')}
     from medsyn.core import DATASETS_2D
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D):
         real = _read(ds/'real'/'classify_real'/'metrics.json')
@@ -110,6 +110,14 @@ def collect(runs_root) -> dict:
                 if cm: T['downstream'] += cells_table(cm, d, l, reg)
             f = _read(run/'fidelity.json')
             if f: T['fidelity'].append(dict(dataset=d, loss=l, f1_macro=f['f1_macro'], auc=f['auc'], acc=f.get('acc')))
+            pv = _read(run/'privacy.json')
+            for r in (pv or {}).get('full', {}).get('over_steps', []): T['privacy_steps'].append(dict(dataset=d, loss=l, **r))
+            for g, au in (pv or {}).items():
+                for atk, r in au['attacks'].items():
+                    T['privacy'].append(dict(dataset=d, loss=l, generator=g, fraction=au['fraction'], members=au['n_members'],
+                                             reported=au['n_reported'][0], attack=atk, auc=r['auc'], auc_low=r['auc_low'], auc_high=r['auc_high'],
+                                             tpr_1pct=r['tpr_at_1pct_fpr'], tpr_0_1pct=r['tpr_at_0_1pct_fpr'], timestep=r.get('timestep'),
+                                             verdict=r['verdict'], fpr=r['fpr'], tpr=r['tpr']))
             lm = _read(run/'lime'/'explain.json')
             if lm: T['lime'].append(dict(dataset=d, loss=l, lime_iou=lm['mean_iou'], lime_random_iou=lm['baseline']['random_iou'], lime_images=lm['n']))
             T['files'].append(dict(dataset=d, loss=l, grid=run/'grid.png', closest=run/'metrics_closest.png', lime=sorted((run/'lime').glob('*.png')) if (run/'lime').exists() else [],
@@ -309,6 +317,64 @@ def fig_low_data(T:dict, figures_dir) -> list:
     if R.empty: return []
     return save_fig(fig_scarce(scarce_table(R, T.get('scarce_generators'))), figures_dir, 'low_data')
 
+def _trained_on(T:dict, d:str, r) -> int:
+    "How many real images generator row `r` of data set `d` was trained on."
+    if r['fraction'] < 1:
+        g = T.get('scarce_generators', pd.DataFrame())
+        g = g[(g['dataset'] == d) & (g['fraction'] == r['fraction'])] if not g.empty else g
+        if not g.empty: return int(g['n_real'].iloc[0])
+    from medsyn.data import medmnist_info
+    n = medmnist_info(d)['n_samples']['train']
+    return int(n if r['fraction'] >= 1 else round(n * r['fraction']))
+
+def fig_privacy(T:dict, figures_dir) -> list:
+    "Membership inference: ROC curves of the loss attack on log axes (top), every attack's AUC against the generator's training-set size (middle) and the loss attack over training steps (bottom)."
+    import matplotlib.pyplot as plt, seaborn as sns
+    _style()
+    P = T.get('privacy', pd.DataFrame())
+    if P.empty: return []
+    P = P.assign(n_train=[_trained_on(T, d, r) for d, (_, r) in zip(P['dataset'], P.iterrows())])
+    ds, attacks = sorted(P['dataset'].unique()), ['loss', 't_error', 'black_box']
+    pal = dict(zip(attacks, sns.color_palette('colorblind', 3)))
+    S = T.get('privacy_steps', pd.DataFrame())
+    fig, axes = plt.subplots(3, len(ds), figsize=(3.2 * len(ds) + 1.8, 8.2), squeeze=False)
+    for j, d in enumerate(ds):
+        ax, g = axes[0, j], P[(P['dataset'] == d) & (P['attack'] == 'loss')]
+        lo = 1.0
+        for _, r in g.iterrows():
+            f, t = np.asarray(r['fpr']), np.asarray(r['tpr']); keep = f > 0
+            if keep.any(): lo = min(lo, f[keep].min())
+            ax.plot(f[keep], t[keep], label=f"{r['loss']}, {'all' if r['fraction'] >= 1 else f'{r.fraction:.0%}'} ({r['auc']:.2f})")
+        grid = np.logspace(np.log10(lo), 0, 50); ax.plot(grid, grid, color='grey', ls='--', lw=0.8)
+        ax.set(xscale='log', yscale='log', title=d, xlabel='false-positive rate', ylabel='true-positive rate' if j == 0 else '')
+        ax.legend(fontsize=6, title='loss attack: generator (AUC)', title_fontsize=6)
+        ax = axes[1, j]
+        for k, (atk, h) in enumerate(P[P['dataset'] == d].groupby('attack')):
+            h = h.sort_values('n_train')
+            x = h['n_train'] * 1.08 ** (k - 1)
+            ax.errorbar(x, h['auc'], yerr=[h['auc'] - h['auc_low'], h['auc_high'] - h['auc']], fmt='o', ms=4, capsize=2,
+                        color=pal.get(atk), label=atk.replace('_', '-'))
+        ax.axhline(0.5, color='grey', ls='--', lw=0.8)
+        ax.set(xscale='log', xlabel="generator's real training images (log)", ylabel='attack AUC (95 % interval)' if j == 0 else '')
+        n = sorted(P.loc[P['dataset'] == d, 'n_train'].unique())
+        ax.minorticks_off(); ax.set_xticks(n, [str(v) for v in n]); ax.set_xlim(n[0] / 1.6, n[-1] * 1.6)
+        ax.set_ylim(min(0.3, ax.get_ylim()[0]), max(0.8, ax.get_ylim()[1]))
+        ax = axes[2, j]
+        for l, h in (S[S['dataset'] == d].groupby('loss') if not S.empty else []):
+            h = h.sort_values('step')
+            ax.plot(h['step'], h['auc'], marker='o', ms=4, label=l)
+            ax.fill_between(h['step'], h['auc_low'], h['auc_high'], alpha=0.15)
+        ax.axhline(0.5, color='grey', ls='--', lw=0.8)
+        ax.set(xlabel='training step (full-data generator)', ylabel='loss-attack AUC' if j == 0 else '')
+        if not S.empty: ax.set_xlim(0, S['step'].max() * 1.08)
+        ax.set_ylim(min(0.3, ax.get_ylim()[0]), max(0.8, ax.get_ylim()[1]))
+        if not S.empty: ax.legend(fontsize=6, title='loss', title_fontsize=6)
+    h, l = axes[1, -1].get_legend_handles_labels()
+    fig.legend(h, l, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title='attack (middle row)', title_fontsize=7)
+    fig.suptitle('Membership inference: can members be told from non-members? (0.5: no)', fontsize=9)
+    fig.tight_layout()
+    return save_fig(fig, figures_dir, 'privacy')
+
 def fig_lime(T:dict, figures_dir) -> list:
     "Copy each run's LIME panel (real-trained vs synthetic-trained explanations) into the figures."
     out = []
@@ -326,6 +392,12 @@ SCARCE_NOTE = ("Every generator was trained only on the real images of its row (
                "the subset and one generator. ΔAUC: the arm minus *real only*, paired by seed. 'no detectable difference': the "
                "interval includes 0. Generator copies: share of its samples nearer a subset image than `nearcopy_ratio` times the "
                "typical test-to-subset pixel distance; 'replays its subset': more than half.")
+
+PRIVACY_NOTE = ("Members: real images the generator was trained on; non-members: as many real images of the same class mix it never "
+                "saw (validation and test images for a full-data generator, the rest of the training split for a subset's). Each set is "
+                "halved: the t-error attack picks its timestep on one half, every number is on the other ('members: reported of "
+                "audited'). AUC 0.5: the attacker is guessing; interval: bootstrap 95 %. TPR@1%FPR: share of members identified "
+                "while wrongly flagging 1 % of non-members (with fewer than 1000 non-members, 0.1 % means none).")
 
 def write_tables(T:dict, tables_dir) -> list:
     "FID (all sizes, intervals, floors, flags), downstream metrics per regime, class fidelity and LIME, and the comparison with published numbers."
@@ -362,6 +434,21 @@ def write_tables(T:dict, tables_dir) -> list:
         out += write_table(scarce_markdown(st), tables_dir, 'scarce',
                            'Scarce real data: each arm against real only (paired over classifier seeds), with the copy audit of each per-fraction generator.',
                            csv=st, note=SCARCE_NOTE)
+    P = T.get('privacy', pd.DataFrame())
+    if not P.empty:
+        F, D = T['fid'], T['downstream']
+        def beside(r):
+            if r['fraction'] < 1: return '', ''
+            f = F[(F['dataset'] == r['dataset']) & (F['loss'] == r['loss']) & (F['features'] == 64)] if not F.empty else F
+            t = D[(D['dataset'] == r['dataset']) & (D['loss'] == r['loss']) & (D['regime'] == 'synthetic')] if not D.empty else D
+            return (f"{f['fid'].iloc[0]:.2f} (floor {f['floor'].iloc[0]:.2f})" if not f.empty else '', f"{t['acc'].iloc[0]:.3f}" if not t.empty else '')
+        fmt = pd.DataFrame([dict(dataset=r['dataset'], loss=r['loss'], generator='all real images' if r['fraction'] >= 1 else f"{r['fraction']:.0%} subset",
+                                 members=f"{r['reported']} of {r['members']}", attack=r['attack'].replace('_', '-'),
+                                 AUC=_ci(r['auc'], r['auc_low'], r['auc_high']), **{'TPR@1%FPR': f"{r['tpr_1pct']:.2f}", 'TPR@0.1%FPR': f"{r['tpr_0_1pct']:.2f}"},
+                                 finding=r['verdict'].split(' (')[0].split(':')[0], **dict(zip(('FID-64', 'TSTR ACC'), beside(r))))
+                            for _, r in P.iterrows()])
+        out += write_table(fmt, tables_dir, 'privacy', 'Membership inference against each generator, beside its FID-64 and TSTR accuracy.',
+                           csv=P.drop(columns=['fpr', 'tpr']), note=PRIVACY_NOTE)
     if not T['fidelity'].empty:
         fi = T['fidelity'].merge(T['lime'], on=['dataset', 'loss'], how='left') if not T['lime'].empty else T['fidelity']
         out += write_table(fi.round(3), tables_dir, 'fidelity', 'Class fidelity (a real-trained classifier labels synthetic images) and LIME top-k IoU.')
@@ -449,7 +536,7 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     return [tables_dir/'provenance.md', tables_dir/'provenance.csv', tables_dir/'provenance.json']
 
 # %% ../nbs/08_report.ipynb #ac19d735
-FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, fig_downstream, fig_low_data, fig_lime)
+FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, fig_downstream, fig_low_data, fig_privacy, fig_lime)
 
 def build_report(runs_root, figures_dir, tables_dir) -> dict:
     "Collect the runs under `runs_root` and write every figure and table; returns the files written and what was missing."

@@ -16,7 +16,8 @@ from .core import MedsynError, load_settings, repo_root, save_json, load_json, r
 # %% auto #0
 __all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'plan', 'study_notebooks_dir',
            'run_notebook', 'run_cell', 'run_study', 'write_bundle', 'StageContext', 'context', 'stage_real',
-           'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce', 'ensure', 'study_cli']
+           'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce', 'stage_privacy', 'ensure',
+           'study_cli']
 
 # %% ../nbs/06_study.ipynb #09c2b166
 LOSS_STAGES = ('train', 'sample', 'evaluate', 'classify')
@@ -32,7 +33,9 @@ class Cell:
     @property
     def name(self): return f"{self.dataset}/{self.loss or 'real'}"
     @property
-    def stages(self): return (BASELINE_STAGES if self.loss is None else LOSS_STAGES) + (('scarce',) if self.scarce else ())
+    def stages(self):
+        if self.loss is None: return BASELINE_STAGES + (('scarce',) if self.scarce else ())
+        return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)   # privacy audits the scarce generators too
     @property
     def done_marker(self): return self.run_dir/'DONE.json'
     def stage_marker(self, stage): return self.run_dir/f'.{stage}.done'
@@ -305,8 +308,24 @@ def stage_scarce(ctx:StageContext, progress:bool=True) -> dict:
         out[f] = run_arms(ctx.dataset, SYN_ARMS, f, fd, s, synthetic=fd/'synthetic.npz', progress=progress)
     return out
 
+def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
+    """Membership inference (nbs/10_privacy.ipynb) against the cell's full-data generator (non-members: validation and test
+    images) and each scarce-data fraction's generator (non-members: the rest of the training split), with their synthetic sets."""
+    from medsyn.privacy import audit_membership, audit_over_steps
+    from medsyn.scarce import low_data_fractions, frac_dir, runs_scarce
+    s = ctx.settings
+    n = s.privacy_max_images or None
+    out = {'full': audit_membership(ctx.model_dir, ctx.synthetic, n, s, seed=s.seed, progress=progress)}
+    out['full']['over_steps'] = audit_over_steps(ctx.model_dir, n, s, seed=s.seed)      # every checkpoint the trainer kept
+    if runs_scarce(s, ctx.dataset):
+        for f in low_data_fractions(s):
+            fd = frac_dir(ctx.run_dir, f)
+            out[f'frac-{f:g}'] = audit_membership(fd/'model', fd/'synthetic.npz', n, s, seed=s.seed, progress=progress)
+    save_json(out, ctx.run_dir/'privacy.json')
+    return out
+
 STAGE_FUNCS = dict(real=stage_real, train=stage_train, sample=stage_sample, evaluate=stage_evaluate, classify=stage_classify,
-                   scarce=stage_scarce)
+                   scarce=stage_scarce, privacy=stage_privacy)
 
 def _have(ctx, stage) -> bool:
     "Does `stage`'s output already exist?"
@@ -317,14 +336,17 @@ def _have(ctx, stage) -> bool:
         except Exception: return False
     if stage == 'sample': return ctx.synthetic.exists()
     if stage == 'evaluate': return ctx.metrics.exists()
-    if stage == 'scarce':
-        from medsyn.scarce import low_data_fractions, frac_dir
+    if stage == 'privacy': return (ctx.run_dir/'privacy.json').exists()
+    if stage == 'scarce':           # done, or not run for this data set
+        from medsyn.scarce import low_data_fractions, frac_dir, runs_scarce
+        if not runs_scarce(ctx.settings, ctx.dataset): return True
         return all((frac_dir(ctx.run_dir, f)/'metrics.json').exists() for f in low_data_fractions(ctx.settings))
     return (ctx.run_dir/'fidelity.json').exists()
 
 def ensure(ctx:StageContext, stage:str) -> list:
     "Run the stages `stage` depends on whose output is missing (for a notebook run on its own); return their names."
-    needs = dict(real=[], train=[], sample=['train'], evaluate=['train', 'sample'], classify=['real', 'train', 'sample'], scarce=[])[stage]
+    needs = dict(real=[], train=[], sample=['train'], evaluate=['train', 'sample'], classify=['real', 'train', 'sample'], scarce=[],
+                 privacy=['train', 'sample', 'scarce'])[stage]
     ran = []
     for st in needs:
         if not _have(ctx, st): STAGE_FUNCS[st](ctx); ran.append(st)

@@ -159,3 +159,16 @@ def test_report_writes_the_scarce_table_and_figure(study):
     assert (study["tmp"] / "figures" / "low_data.png").exists()
     csv = pd.read_csv(study["tmp"] / "tables" / "scarce.csv")
     assert set(csv["arm"]) == {"real", "real+aug", "real+syn", "real+syn+aug"} and (csv["seeds"] >= 3).all()
+
+
+def test_privacy_stage_audits_the_full_and_the_subset_generators(study):
+    d = study["runs"] / "breastmnist" / "l2"
+    assert (d / "privacy.ipynb").exists()
+    p = json.loads((d / "privacy.json").read_text())
+    assert set(p) == {"full", "frac-0.5"}
+    assert p["full"]["fraction"] == 1.0 and p["frac-0.5"]["fraction"] == 0.5
+    assert set(p["full"]["attacks"]) == {"loss", "t_error", "black_box"}
+    assert p["full"]["n_members"] == load_settings("smoke").privacy_max_images
+    t = pd.read_csv(study["tmp"] / "tables" / "privacy.csv")
+    assert set(t["attack"]) == {"loss", "t_error", "black_box"} and t["auc"].between(0, 1).all()
+    assert (study["tmp"] / "figures" / "privacy.png").exists()

@@ -28,7 +28,7 @@ def render() -> str:
         if c.cell_type == "code" and "#|echo:false" in flags:
             # keep only what the cell shows, as Markdown
             shown = [o.get("data", {}).get("text/markdown") or o.get("text", "") for o in c.get("outputs", [])]
-            text = "\n\n".join(s.strip() for s in shown if s and s.strip())
+            text = "\n\n".join(s.strip() for s in shown if s and s.strip()).replace("](../", "](")
             if text:
                 keep.append(nbformat.v4.new_markdown_cell(text))
             continue
