@@ -315,7 +315,8 @@ def fig_low_data(T:dict, figures_dir) -> list:
     _style()
     R = T.get('scarce_rows', pd.DataFrame())
     if R.empty: return []
-    return save_fig(fig_scarce(scarce_table(R, T.get('scarce_generators'))), figures_dir, 'low_data')
+    t = scarce_table(R, T.get('scarce_generators'), missing=T.setdefault('missing', []))
+    return save_fig(fig_scarce(t), figures_dir, 'low_data') if not t.empty else []
 
 def _trained_on(T:dict, d:str, r) -> int:
     "How many real images generator row `r` of data set `d` was trained on."
@@ -430,8 +431,8 @@ def write_tables(T:dict, tables_dir) -> list:
     R = T.get('scarce_rows', pd.DataFrame())
     if not R.empty:
         from medsyn.scarce import scarce_table, scarce_markdown
-        st = scarce_table(R, T.get('scarce_generators'))
-        out += write_table(scarce_markdown(st), tables_dir, 'scarce',
+        st = scarce_table(R, T.get('scarce_generators'), missing=[])   # an incomplete fraction is left out (fig_low_data names it)
+        if not st.empty: out += write_table(scarce_markdown(st), tables_dir, 'scarce',
                            'Scarce real data: each arm against real only (paired over classifier seeds), with the copy audit of each per-fraction generator.',
                            csv=st, note=SCARCE_NOTE)
     P = T.get('privacy', pd.DataFrame())

@@ -222,13 +222,17 @@ def _fmt_ci(m, lo, hi, p=3, signed=False, bounds=None):
     if bounds and not np.isnan(lo): lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return f.format(m) + ('' if np.isnan(lo) else f" [{f.format(lo)}, {f.format(hi)}]")
 
-def scarce_table(rows:pd.DataFrame, generators:pd.DataFrame|None=None) -> pd.DataFrame:
-    "One row per data set, fraction, loss, arm and ratio: ACC/AUC with intervals, paired differences from real only, copy audit."
+def scarce_table(rows:pd.DataFrame, generators:pd.DataFrame|None=None, missing:list|None=None) -> pd.DataFrame:
+    """One row per data set, fraction, loss, arm and ratio: ACC/AUC with intervals, paired differences from real only, copy audit.
+    A fraction without its 'real only' arm raises, or, given a `missing` list, is left out and named there."""
     if rows.empty: raise MedsynError("no scarce-data rows: run the scarce stage (`medsyn study`) first")
     out = []
     for (d, f), g in rows.groupby(['dataset', 'fraction']):
         base = g[g['arm'] == 'real']
-        if base.empty: raise MedsynError(f"{d} at fraction {f:g} has no 'real only' arm to compare with")
+        if base.empty:
+            msg = f"{d} at fraction {f:g} has no 'real only' arm to compare with"
+            if missing is None: raise MedsynError(msg)
+            missing.append(f"{d}/real/low_data/frac-{f:g} (the scarce stage of {d}/real): {msg}"); continue
         b = {m: dict(zip(base['seed'], base[m])) for m in ('auc', 'acc')}
         keys = g[['loss', 'arm', 'ratio']].drop_duplicates().fillna({'loss': '-'})
         for _, k in keys.iterrows():
@@ -249,6 +253,7 @@ def scarce_table(rows:pd.DataFrame, generators:pd.DataFrame|None=None) -> pd.Dat
                              replays=bool(gg['replays'].iloc[0]))
             out.append(r)
     t = pd.DataFrame(out)
+    if t.empty: return t
     order = {a: i for i, a in enumerate(ARMS)}
     return t.sort_values(['dataset', 'fraction', 'arm', 'loss', 'ratio'], key=lambda c: c.map(order) if c.name == 'arm' else c).reset_index(drop=True)
 

@@ -301,6 +301,8 @@ def stage_scarce(ctx:StageContext, progress:bool=True) -> dict:
         fd = frac_dir(ctx.run_dir, f)
         if (fd/'metrics.json').exists(): out[f] = load_json(fd/'metrics.json'); continue
         if ctx.loss is None: out[f] = run_arms(ctx.dataset, REAL_ARMS, f, fd, s, progress=progress); continue
+        rd = frac_dir(ctx.real_dir, f)            # the arms this cell is compared with (the real cell makes them in the grid)
+        if not (rd/'metrics.json').exists(): run_arms(ctx.dataset, REAL_ARMS, f, rd, s, progress=progress)
         sub, _ = real_subset(ctx.dataset, f, s)
         train_generator(ctx.dataset, ctx.loss, f, fd/'model', s, progress=progress)
         if not (fd/'synthetic.npz').exists(): sample_fraction(fd/'model', sub, fd/'synthetic.npz', s, progress=progress)
