@@ -167,16 +167,19 @@ def test_nan_is_found_within_a_log_window_and_never_checkpointed(tmp_path, monke
 
 
 def test_no_host_sync_per_step(tmp_path, monkeypatch):
-    # .item() / .tolist() / float(tensor) are host syncs: count them over 8 steps logged every 4
-    calls = {"n": 0}
+    # .item() / .tolist() / float(tensor) made by medsyn's own code are host syncs: count them over 8 steps logged every 4.
+    # (torch's single-tensor AdamW reads its CPU step counters with .item(): no device sync, and fused on a GPU.)
+    import sys
+    calls = []
     for name in ("item", "tolist", "__float__"):
         orig = getattr(torch.Tensor, name)
-        def wrap(self, *a, _orig=orig, **k):
-            calls["n"] += 1
+        def wrap(self, *a, _orig=orig, _name=name, **k):
+            f = sys._getframe(1).f_code.co_filename
+            if f"{os.sep}medsyn{os.sep}" in f: calls.append((_name, f.rsplit(os.sep, 1)[-1], sys._getframe(1).f_lineno))
             return _orig(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, wrap)
     D.train("breastmnist", "l2", tmp_path / "run", preset="smoke", progress=False, log_every=4, train_steps=8, checkpoint_every=8)
-    assert calls["n"] <= 12, calls      # a few per window (losses, buckets, counts) and the checkpoint; not one per step
+    assert len(calls) <= 8, calls       # a few per window (losses, buckets, counts): 2 windows, not one per step
 
 
 def test_time_limit_stops_cleanly_and_resume_is_exact(straight, tmp_path, monkeypatch):
