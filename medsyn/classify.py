@@ -248,9 +248,7 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
 # %% ../nbs/04_classify.ipynb #18728362
 def load_synthetic(path, flag:str, size:int=28, need_all_classes:bool=False) -> MedMNISTSplit:
     "Open a synthetic npz and check it matches the real data set `flag` at `size` px (flag, shape, channels, labels)."
-    syn = load_npz(path, flag=flag)     # a set without a side-car is taken as the data set asked for
-    if syn.flag != flag:
-        raise MedsynError(f"{path} imitates '{syn.flag}' (its side-car JSON) but the data set is '{flag}'")
+    syn = load_npz(path, flag=flag)     # a set without a side-car is taken as `flag`; a side-car naming another set is refused
     info = medmnist_info(flag)
     want = (size, size) if info['n_channels'] == 1 else (size, size, info['n_channels'])
     if syn.images.dtype != np.uint8 or syn.images.shape[1:] != want:

@@ -16,9 +16,9 @@ from .core import MedsynError, DATASETS_2D, repo_root, atomic_path, load_json
 # %% auto #0
 __all__ = ['SIZES', 'SPLITS', 'AUGMENT_POLICIES', 'MODALITY', 'medmnist_info', 'npz_name', 'medmnist_root', 'search_dirs',
            'file_digest', 'md5sum', 'verify_md5', 'MedMNISTSplit', 'find_medmnist', 'load_medmnist',
-           'check_conditioning', 'to_tensor', 'to_uint8', 'stratified_indices', 'subsample', 'indices_digest',
-           'Augment', 'classical_augmentation', 'sidecar_path', 'load_npz', 'image_grid', 'save_figure', 'class_rows',
-           'real_grid', 'describe', 'data_cli']
+           'check_conditioning', 'to_tensor', 'to_uint8', 'stratified_indices', 'subset_indices', 'subsample',
+           'indices_digest', 'Augment', 'classical_augmentation', 'sidecar_path', 'load_npz', 'image_grid',
+           'save_figure', 'class_rows', 'real_grid', 'describe', 'data_cli']
 
 # %% ../nbs/01_data.ipynb #10571ab3
 SIZES = (28, 64, 128, 224)
@@ -182,6 +182,10 @@ def stratified_indices(labels, fraction:float|None=None, per_class:int|None=None
         k = max(1, int(round(fraction * len(idx)))) if fraction is not None else min(per_class, len(idx))
         out.append(rng.choice(idx, size=k, replace=False))
     return np.sort(np.concatenate(out))
+
+def subset_indices(ds:MedMNISTSplit, fraction:float=1.0, seed:int=0) -> np.ndarray:
+    "Indices of the class-stratified, seeded `fraction` of `ds` (all of them for 1): the one draw a generator and its classifiers share."
+    return np.arange(len(ds)) if fraction >= 1 else stratified_indices(ds.labels, fraction, seed=seed, n_classes=ds.n_classes)
 
 def subsample(ds:MedMNISTSplit, fraction:float|None=None, per_class:int|None=None, seed:int=0) -> MedMNISTSplit:
     "A class-stratified, seeded subsample of `ds`."

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device,
                          run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env)
-from .data import (load_medmnist, medmnist_info, check_conditioning, subsample, to_tensor, to_uint8,
-                         image_grid, save_figure, class_rows, sidecar_path, stratified_indices, indices_digest)
+from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, to_uint8,
+                         image_grid, save_figure, class_rows, sidecar_path, subset_indices, indices_digest)
 
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'unet_config', 'make_unet', 'n_params',
@@ -291,8 +291,8 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     dev, main = acc.device, acc.is_main_process
     seed_everything(s.seed)
     ds = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
-    seen = np.arange(len(ds)) if s.train_fraction >= 1 else stratified_indices(ds.labels, s.train_fraction, seed=s.seed, n_classes=ds.n_classes)
-    ds = ds.subset(seen) if s.train_fraction < 1 else ds
+    seen = subset_indices(ds, s.train_fraction, s.seed)          # the same draw as the classifiers' (medsyn.scarce.real_subset)
+    if s.train_fraction < 1: ds = ds.subset(seen)
     real_images = dict(split='train', fraction=s.train_fraction, subset_seed=s.seed, n=len(seen), digest=indices_digest(seen),
                        indices=seen.tolist() if s.train_fraction < 1 else None)   # which real images the model saw
     x, y = to_tensor(ds.images).to(dev), torch.from_numpy(ds.labels).to(dev)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .core import MedsynError, load_settings, load_json, save_json, run_record
-from .data import (load_medmnist, stratified_indices, indices_digest, classical_augmentation, MedMNISTSplit)
+from .data import (load_medmnist, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit)
 
 # %% auto #0
 __all__ = ['ARMS', 'ARM_NAMES', 'REAL_ARMS', 'SYN_ARMS', 'REPLAY_SHARE', 'ARM_COLOURS', 'LOSS_MARKERS', 'low_data_fractions',
@@ -42,7 +42,7 @@ def runs_scarce(s, dataset:str) -> bool:
 def real_subset(dataset:str, fraction:float, s) -> tuple:
     "(the f-subset of the training split, its indices): class-stratified, seeded with `s.seed`."
     tr = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
-    idx = stratified_indices(tr.labels, fraction, seed=s.seed, n_classes=tr.n_classes)
+    idx = subset_indices(tr, fraction, s.seed)                  # the draw `medsyn.diffusion.train` makes for `train_fraction`
     return tr.subset(idx), idx
 
 def frac_dir(run_dir, fraction:float) -> Path:
