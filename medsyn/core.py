@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['DATASETS_2D', 'LOSSES', 'ARCHS', 'REGIMES', 'SCHEMA', 'MedsynError', 'TimeLimitReached', 'deadline_from_env', 'Key',
-           'parse_value', 'repo_root', 'settings_path', 'Settings', 'presets', 'load_settings', 'split_overrides',
-           'seed_everything', 'get_device', 'versions', 'run_record', 'atomic_path', 'save_json', 'load_json',
-           'cache_dir']
+__all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'SCHEMA', 'MedsynError',
+           'TimeLimitReached', 'deadline_from_env', 'Key', 'parse_value', 'repo_root', 'settings_path', 'Settings',
+           'presets', 'load_settings', 'split_overrides', 'seed_everything', 'get_device', 'versions', 'run_record',
+           'atomic_path', 'save_json', 'load_json', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #31f8881b
 class MedsynError(Exception):
@@ -37,6 +37,8 @@ def deadline_from_env():
 DATASETS_2D = ('pathmnist', 'chestmnist', 'dermamnist', 'octmnist', 'pneumoniamnist', 'retinamnist',
                'breastmnist', 'bloodmnist', 'tissuemnist', 'organamnist', 'organcmnist', 'organsmnist')
 LOSSES = ('l2', 'l1', 'huber', 'pseudo_huber')
+BACKBONES, MODEL_SIZES = ('unet', 'swin', 'dit'), ('tiny', 'small', 'base')
+MODELS = tuple(f'{b}-{s}' for b in BACKBONES for s in MODEL_SIZES)   # denoisers (nbs/01a_denoisers.ipynb)
 ARCHS = ('resnet18_28', 'resnet18', 'resnet50', 'densenet121', 'vgg19_bn', 'cnn')
 REGIMES = ('real', 'synthetic', 'mixed', 'low_data')
 
@@ -60,7 +62,10 @@ SCHEMA = {
     'seeds': Key('list[int]', 'seeds repeated by the study and the classifiers'),
     'device': Key('str', 'auto, cpu, cuda or cuda:N'),
     # diffusion model
-    'model': Key('str', 'UNet size preset', ('tiny', 'small', 'base')),
+    'model': Key('str', "denoiser <backbone>-<size>: unet, swin or dit; tiny, small or base (a bare size is a UNet)", MODELS + MODEL_SIZES),
+    'backbones': Key('list[str]', "extra denoisers compared in the study grid beside `model` (none: no others)", MODELS + MODEL_SIZES + ('none',)),
+    'backbone_datasets': Key('list[str]', "data sets whose cells also train the extra backbones ('all': every data set of the grid)", DATASETS_2D + ('all',)),
+    'backbone_losses': Key('list[str]', "losses whose cells also train the extra backbones", LOSSES),
     'schedule': Key('str', 'noise schedule', ('linear', 'cosine')),
     'prediction': Key('str', 'what the UNet predicts', ('epsilon', 'v_prediction')),
     'num_train_timesteps': Key('int', 'diffusion steps T'),

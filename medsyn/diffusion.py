@@ -17,49 +17,14 @@ from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_eve
                          run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env)
 from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, to_uint8,
                          image_grid, save_figure, class_rows, sidecar_path, subset_indices, indices_digest)
+from .denoisers import (make_denoiser, load_denoiser, denoiser_class, n_class_embeds, n_params, parse_model,
+                              make_unet, unet_config, UNET_PRESETS)
 
 # %% auto #0
-__all__ = ['UNET_PRESETS', 'SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'unet_config', 'make_unet', 'n_params',
-           'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches', 'checkpoints', 'resolve_checkpoint',
-           'loss_columns', 'read_loss_csv', 'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step',
-           'train', 'plot_loss', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
-
-# %% ../nbs/02_diffusion.ipynb #08bd5654
-UNET_PRESETS = {
-    # width: channels of the first level; mult: channel multiplier per level, per image size
-    'tiny':  dict(width=8,  layers=1, groups=4, head=8, attention=False,
-                  mult={28: (1, 2), 64: (1, 2, 2), 128: (1, 2, 2, 2), 224: (1, 2, 2, 2)}),
-    'small': dict(width=32, layers=1, groups=8, head=32, attention=True,
-                  mult={28: (1, 2, 2), 64: (1, 2, 2, 4), 128: (1, 1, 2, 2, 4), 224: (1, 1, 2, 2, 4, 4)}),
-    'base':  dict(width=64, layers=2, groups=32, head=32, attention=True,
-                  mult={28: (1, 2, 4), 64: (1, 2, 4, 4), 128: (1, 1, 2, 4, 4), 224: (1, 1, 2, 2, 4, 4)}),
-}
-
-def unet_config(n_channels:int, n_classes:int, image_size:int=28, model:str='small', num_train_timesteps:int=1000) -> dict:
-    "The `UNet2DModel` keyword arguments of size preset `model` for `n_channels` x `image_size` px images of `n_classes` classes."
-    if model not in UNET_PRESETS: raise MedsynError(f"unknown model preset '{model}'. Presets: {', '.join(UNET_PRESETS)}")
-    p = UNET_PRESETS[model]
-    if image_size not in p['mult']: raise MedsynError(f"unsupported image size {image_size}. Sizes: {', '.join(map(str, p['mult']))}")
-    if n_channels not in (1, 3): raise MedsynError(f"images must have 1 or 3 channels, got {n_channels}")
-    if n_classes < 1: raise MedsynError(f"need at least one class, got {n_classes}")
-    mult = p['mult'][image_size]
-    assert image_size % 2**(len(mult)-1) == 0
-    n, att = len(mult), p['attention']
-    return dict(sample_size=image_size, in_channels=n_channels, out_channels=n_channels,
-                block_out_channels=tuple(p['width']*m for m in mult), layers_per_block=p['layers'],
-                down_block_types=tuple(['DownBlock2D']*(n-1) + ['AttnDownBlock2D' if att else 'DownBlock2D']),
-                up_block_types=tuple(['AttnUpBlock2D' if att else 'UpBlock2D'] + ['UpBlock2D']*(n-1)),
-                add_attention=att, norm_num_groups=p['groups'], attention_head_dim=p['head'],
-                num_class_embeds=n_classes + 1, num_train_timesteps=num_train_timesteps)
-
-def make_unet(n_channels:int, n_classes:int, image_size:int=28, model:str='small', num_train_timesteps:int=1000):
-    "A class-conditional `diffusers.UNet2DModel` (with a null class for guidance) of size preset `model`."
-    from diffusers import UNet2DModel
-    return UNet2DModel(**unet_config(n_channels, n_classes, image_size, model, num_train_timesteps))
-
-def n_params(model) -> int:
-    "Number of parameters of a torch module."
-    return sum(p.numel() for p in model.parameters())
+__all__ = ['SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches',
+           'checkpoints', 'resolve_checkpoint', 'loss_columns', 'read_loss_csv', 'load_training_state', 'compiled',
+           'fast_optimizer_kwargs', 'train_step', 'train', 'plot_loss', 'load_model', 'make_sampler', 'generate',
+           'sample', 'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #bf586e06
 SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}
@@ -263,7 +228,6 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     `callback(step, loss)` is called after every step (`loss`: a 0-d tensor on the device; reading it syncs).
     `deadline` (seconds since the epoch; default `MEDSYN_DEADLINE`): stop cleanly before it, save, raise `TimeLimitReached`."""
     from accelerate import Accelerator
-    from diffusers import UNet2DModel
     from diffusers.training_utils import EMAModel
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from tqdm.auto import tqdm
@@ -302,10 +266,11 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
 
     scheduler = make_scheduler(s.schedule, s.prediction, s.num_train_timesteps)
     last = checkpoints(out)[-1] if resume else None
-    unet = UNet2DModel.from_pretrained(last/'unet') if resume else \
-        make_unet(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)
-    ema_unet = UNet2DModel.from_config(unet.config)      # a shell to save the EMA weights with save_pretrained
-    ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=UNet2DModel, model_config=unet.config)
+    unet = load_denoiser(last/'unet') if resume else \
+        make_denoiser(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
+    cls = type(unet)
+    ema_unet = cls.from_config(unet.config)           # a shell to save the EMA weights with save_pretrained
+    ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config)
     opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
     sched = get_cosine_schedule_with_warmup(opt, s.warmup_steps * acc.num_processes, s.train_steps * acc.num_processes)
     unet, opt, sched = acc.prepare(unet, opt, sched)
@@ -323,11 +288,11 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
 
     meta = dict(flag=dataset, image_size=s.image_size, n_channels=ds.n_channels, n_classes=n_classes,
                 label_names=ds.label_names, null_class=n_classes, loss=s.loss, prediction=s.prediction,
-                schedule=s.schedule, label_dropout=s.label_dropout, model=s.model)
+                schedule=s.schedule, label_dropout=s.label_dropout, model=s.model, backbone=parse_model(s.model)[0])
     cols = loss_columns(s.loss_buckets)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        rec = run_record(s, seed=s.seed, **meta, unet_config=dict(unet_config(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)),
+        rec = run_record(s, seed=s.seed, **meta, denoiser_config=dict(unet.config), denoiser=cls.__name__,
                          n_params=n_params(unet), n_train_images=len(ds), real_images=real_images, processes=acc.num_processes, device=str(dev))
         if resume: rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}; rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
         save_json(rec, out/'config.json')
@@ -442,15 +407,15 @@ SAMPLERS = ('ddim', 'ddpm', 'dpmsolver', 'unipc')
 _SAMPLER_CLASSES = dict(ddim='DDIMScheduler', ddpm='DDPMScheduler', dpmsolver='DPMSolverMultistepScheduler', unipc='UniPCMultistepScheduler')
 
 def load_model(checkpoint, ema:bool=True, device=None):
-    "The UNet (EMA weights by default), training scheduler and metadata of a medsyn checkpoint: (unet, scheduler, meta)."
-    from diffusers import UNet2DModel, DDPMScheduler
+    "The denoiser (EMA weights by default; UNet, Swin U-Net or DiT), training scheduler and metadata of a medsyn checkpoint: (net, scheduler, meta)."
+    from diffusers import DDPMScheduler
     ck = resolve_checkpoint(checkpoint)
     meta = load_json(ck/MARKER)
     sub = 'unet_ema' if ema else 'unet'
     if not (ck/sub).is_dir(): raise MedsynError(f"{ck} has no {sub}/ folder: the checkpoint is incomplete")
-    unet = UNet2DModel.from_pretrained(ck/sub).eval()
-    if unet.config.num_class_embeds != meta['n_classes'] + 1:
-        raise MedsynError(f"class count mismatch in {ck}: the UNet has {unet.config.num_class_embeds} class embeddings "
+    unet = load_denoiser(ck/sub).eval()
+    if n_class_embeds(unet) != meta['n_classes'] + 1:
+        raise MedsynError(f"class count mismatch in {ck}: the denoiser has {n_class_embeds(unet)} class embeddings "
                           f"but {MARKER} says {meta['n_classes']} classes (+1 null class)")
     info = medmnist_info(meta['flag'])
     if info['n_classes'] != meta['n_classes']:
@@ -565,7 +530,8 @@ def train_cli(argv:list|None=None):
     argv, over = split_overrides(list(argv or []))
     p = argparse.ArgumentParser(prog='medsyn train', allow_abbrev=False, description='Train a class-conditional diffusion model on a MedMNIST '
                                 'set. Any study setting may be given as --key value (see settings.ini), e.g. --loss huber '
-                                '--train-steps 700 --lr 2e-4 --min-snr-gamma 5.')
+                                '--train-steps 700 --lr 2e-4 --min-snr-gamma 5; the denoiser with --model unet-small, swin-small or dit-small '
+                                '(sizes tiny, small, base).')
     p.add_argument('--dataset', required=True, help='2D MedMNIST flag, e.g. breastmnist, pneumoniamnist, retinamnist')
     p.add_argument('--loss', default=None, choices=LOSSES, help='loss function (default: the preset\'s)')
     p.add_argument('--preset', default='quick', help='settings preset: smoke, quick, cpu, paper (default quick)')

@@ -15,9 +15,10 @@ import pandas as pd
 from .core import MedsynError, load_json, atomic_path
 
 # %% auto #0
-__all__ = ['SCARCE_NOTE', 'PRIVACY_NOTE', 'ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown', 'to_latex', 'write_table',
-           'cells_table', 'collect', 'save_fig', 'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid',
-           'fig_kid_prdc', 'fig_memorisation', 'fig_downstream', 'fig_low_data', 'fig_privacy', 'fig_lime',
+__all__ = ['BACKBONE_PANELS', 'SCARCE_NOTE', 'PRIVACY_NOTE', 'BACKBONE_NOTE', 'ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown',
+           'to_latex', 'write_table', 'cells_table', 'collect', 'backbone_row', 'collect_backbones', 'save_fig',
+           'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc', 'fig_memorisation',
+           'fig_downstream', 'fig_low_data', 'fig_privacy', 'fig_lime', 'fig_backbones', 'backbone_table',
            'write_tables', 'comparison', 'provenance', 'build_report']
 
 # %% ../nbs/08_report.ipynb #10a92387
@@ -72,16 +73,16 @@ def cells_table(m:dict, dataset, loss, regime) -> list:
     return rows
 
 def collect(runs_root) -> dict:
-    "Tidy tables of every run under `runs_root` (= runs/<preset>): losses, FID, KID, PRDC, memorisation, classifiers, fidelity, LIME, scarce data."
+    "Tidy tables of every run under `runs_root` (= runs/<preset>): losses, FID, KID, PRDC, memorisation, classifiers, fidelity, LIME, scarce data, backbones."
     runs_root = Path(runs_root)
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
     T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'privacy', 'privacy_steps', 'files', 'missing')}
-    from medsyn.core import DATASETS_2D
+    from medsyn.core import DATASETS_2D, MODELS, MODEL_SIZES
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D):
         real = _read(ds/'real'/'classify_real'/'metrics.json')
         if real: T['downstream'] += cells_table(real, ds.name, None, 'real')
         else: T['missing'].append(f"{ds.name}/real")
-        for run in sorted(p for p in ds.iterdir() if p.is_dir() and p.name != 'real'):
+        for run in sorted(p for p in ds.iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES):   # extra backbones: collect_backbones
             d, l = ds.name, run.name
             if not (run/'DONE.json').exists(): T['missing'].append(f"{d}/{l}")
             if (run/'model'/'loss.csv').exists():
@@ -124,12 +125,48 @@ def collect(runs_root) -> dict:
                                    synthetic=run/'synthetic.npz'))
     from medsyn.scarce import collect_scarce
     sc = collect_scarce(runs_root)     # runs the leak check on every per-fraction generator
-    out = dict(scarce_rows=sc['rows'], scarce_generators=sc['generators'])
+    out = dict(scarce_rows=sc['rows'], scarce_generators=sc['generators'], backbones=collect_backbones(runs_root))
     for k, v in T.items():
         if k in ('missing', 'files'): out[k] = v
         elif k in ('loss_log', 'memo_images'): out[k] = pd.concat(v, ignore_index=True) if v else pd.DataFrame()
         else: out[k] = pd.DataFrame(v)
     return out
+
+# %% ../nbs/08_report.ipynb #92644b3c
+def backbone_row(run, dataset:str, loss:str) -> dict|None:
+    "One row of the backbone comparison from the files of a finished run folder (None when it has no metrics)."
+    from medsyn.denoisers import parse_model
+    run = Path(run)
+    m, cfg = _read(run/'metrics.json'), _read(run/'model'/'config.json')
+    if not m or not cfg: return None
+    b, size = parse_model(cfg['model'])
+    r = dict(dataset=dataset, loss=loss, backbone=f'{b}-{size}', params=cfg['n_params'], n=m['fid']['64']['n_real'] if '64' in m['fid'] else None)
+    for f, x in m['fid'].items():
+        r.update({f'fid{f}': x['value'], f'fid{f}_low': x['ci_low'], f'fid{f}_high': x['ci_high'], f'floor{f}': x['floor']['value']})
+    r.update(kid=m['kid']['mean'], kid_floor=m['kid']['floor_mean'], **{k: m['prdc'][k] for k in ('precision', 'recall', 'density', 'coverage')})
+    c = _read(run/'classify_synthetic'/'metrics.json')
+    if c: r.update(tstr_acc=c['cells'][0]['mean']['acc'], tstr_auc=c['cells'][0]['mean']['auc'], tstr_seeds=len(c['cells'][0]['per_seed']))
+    f = _read(run/'fidelity.json')
+    if f: r.update(fidelity_f1=f['f1_macro'], fidelity_auc=f['auc'])
+    if (run/'model'/'loss.csv').exists():
+        ips = pd.read_csv(run/'model'/'loss.csv')['images_per_s'].iloc[1:]     # the first window includes start-up
+        r.update(train_img_s=float(ips.median()) if len(ips) else np.nan, device=cfg.get('device'))
+    side = _read(run/'synthetic.json')
+    if side: r.update(sample_img_s=side['images_per_s'], sampler=f"{side['sampler']}-{side['steps']}")
+    return r
+
+def collect_backbones(runs_root) -> pd.DataFrame:
+    "One row per run for every (data set, loss) that more than one backbone was trained on (`backbone_row`)."
+    from medsyn.core import DATASETS_2D, MODELS, MODEL_SIZES
+    rows = []
+    for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D):
+        runs = [(p.name, p) for p in ds.iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES]
+        runs += [(p.name, p) for b in ds.iterdir() if b.is_dir() and b.name in MODELS + MODEL_SIZES for p in b.iterdir() if p.is_dir()]
+        rows += [r for l, p in runs if (r := backbone_row(p, ds.name, l))]
+    B = pd.DataFrame(rows)
+    if B.empty: return B
+    n = B.groupby(['dataset', 'loss'])['backbone'].transform('nunique')
+    return B[n > 1].sort_values(['dataset', 'loss', 'backbone']).reset_index(drop=True)
 
 # %% ../nbs/08_report.ipynb #84276ab9
 def _style():
@@ -384,6 +421,51 @@ def fig_lime(T:dict, figures_dir) -> list:
             out += copy_figure(p, figures_dir, f"lime_{f['dataset']}_{f['loss']}")
     return out
 
+# %% ../nbs/08_report.ipynb #292c6c83
+BACKBONE_PANELS = (('fid64', 'FID-64', 'floor64'), ('fid192', 'FID-192', 'floor192'), ('fid768', 'FID-768', 'floor768'),
+                   ('fid2048', 'FID-2048', 'floor2048'), ('kid', 'KID', 'kid_floor'), ('precision', 'precision', None),
+                   ('recall', 'recall', None), ('tstr_acc', 'TSTR accuracy', None), ('tstr_auc', 'TSTR AUC', None),
+                   ('fidelity_f1', 'class fidelity F1', None), ('train_img_s', 'training img/s', None), ('sample_img_s', 'sampling img/s', None))
+
+def fig_backbones(T:dict, figures_dir) -> list:
+    "The backbones side by side: FID at four sizes (intervals, floors), KID, precision, recall, TSTR, class fidelity, speeds."
+    import matplotlib.pyplot as plt, seaborn as sns
+    B = T.get('backbones', pd.DataFrame())
+    if B.empty: return []
+    _style()
+    ds, bbs, losses = sorted(B['dataset'].unique()), sorted(B['backbone'].unique()), sorted(B['loss'].unique())
+    pal, marks = dict(zip(bbs, sns.color_palette('colorblind', len(bbs)))), dict(zip(losses, 'osD^v'))
+    panels = [p for p in BACKBONE_PANELS if p[0] in B and B[p[0]].notna().any()]
+    ncol = 6; nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.1 * ncol + 1.6, 2.4 * nrow), squeeze=False)
+    w = 0.7 / max(len(bbs) * len(losses), 1)
+    for ax, (col, title, floor) in zip(axes.flat, panels):
+        for i, d in enumerate(ds):
+            g = B[B['dataset'] == d]
+            if floor and floor in g and g[floor].notna().any():
+                ax.plot(i, g[floor].mean(), marker='_', ms=18, mew=2, color='grey', ls='none')
+            for j, (b, l) in enumerate((b, l) for b in bbs for l in losses):
+                r = g[(g['backbone'] == b) & (g['loss'] == l)]
+                if r.empty or pd.isna(r[col].iloc[0]): continue
+                x, v = i + (j - (len(bbs) * len(losses) - 1) / 2) * w, r[col].iloc[0]
+                yerr = None
+                if f'{col}_low' in r: yerr = [[max(v - r[f'{col}_low'].iloc[0], 0)], [max(r[f'{col}_high'].iloc[0] - v, 0)]]
+                ax.errorbar(x, v, yerr=yerr, marker=marks[l], ms=5, color=pal[b], ls='none', capsize=2)
+        ax.set_title(title, fontsize=9); ax.set_xticks(range(len(ds)), [d.replace('mnist', '') for d in ds])
+        ax.set_xlim(-0.6, len(ds) - 0.4)
+        if col.startswith('fid') and col[3:].isdigit(): ax.set_yscale('log')
+        elif col.endswith('img_s') or col == 'kid': ax.set_ylim(bottom=0)
+        else: ax.set_ylim(0, 1.03)                     # precision, recall, TSTR, fidelity: scores in [0, 1]
+    for ax in axes.flat[len(panels):]: ax.axis('off')
+    par = B.groupby('backbone')['params'].first()
+    hs = [plt.Line2D([], [], color=pal[b], marker='o', ls='none', label=f"{b} ({par[b]/1e6:.2f} M)") for b in bbs]
+    hs += [plt.Line2D([], [], color='0.3', marker=marks[l], ls='none', label=f'loss {l}') for l in losses]
+    hs.append(plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label='real vs real (floor)'))
+    fig.legend(handles=hs, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False, title='backbone', title_fontsize=8)
+    fig.suptitle('Denoiser backbones side by side (FID: log scale, 95 % bootstrap interval; lower is better for FID and KID)', fontsize=10)
+    fig.tight_layout()
+    return save_fig(fig, figures_dir, 'backbones')
+
 # %% ../nbs/08_report.ipynb #5b264ad0
 def _ci(v, lo, hi, p=2): return f"{v:.{p}f} [{lo:.{p}f}, {hi:.{p}f}]"
 def _pm(m, sd, n=2, p=3): return f"{m:.{p}f} ± {sd:.{p}f}" if n > 1 else f"{m:.{p}f} (1 seed)"
@@ -399,6 +481,26 @@ PRIVACY_NOTE = ("Members: real images the generator was trained on; non-members:
                 "halved: the t-error attack picks its timestep on one half, every number is on the other ('members: reported of "
                 "audited'). AUC 0.5: the attacker is guessing; interval: bootstrap 95 %. TPR@1%FPR: share of members identified "
                 "while wrongly flagging 1 % of non-members (with fewer than 1000 non-members, 0.1 % means none).")
+
+BACKBONE_NOTE = ("FID: bootstrap 95 % interval, floor = real train vs real test at the same n. TSTR: a classifier trained on the "
+                 "synthetic images only, tested on the real test split (mean over seeds). Fidelity: a real-trained classifier's macro F1 "
+                 "on the synthetic images. Speeds: images per second on the run's device (training: median over the log; sampling: the "
+                 "run's sampler), one run each: at the quick preset a single seed, so small differences are not findings.")
+
+def backbone_table(B:pd.DataFrame) -> pd.DataFrame:
+    "The backbone comparison, formatted: FID with interval and floor at each size, KID, PRDC, TSTR, fidelity, size and speeds."
+    rows = []
+    for _, r in B.iterrows():
+        x = {'dataset': r['dataset'], 'loss': r['loss'], 'backbone': r['backbone'], 'params': f"{r['params']/1e6:.2f} M"}
+        for f in (64, 192, 768, 2048):
+            if f'fid{f}' in r and pd.notna(r[f'fid{f}']): x[f'FID-{f} (floor)'] = f"{_ci(r[f'fid{f}'], r[f'fid{f}_low'], r[f'fid{f}_high'])} ({r[f'floor{f}']:.2f})"
+        x['KID (floor)'] = f"{r['kid']:.4f} ({r['kid_floor']:.4f})"
+        x.update({k: f"{r[k]:.2f}" for k in ('precision', 'recall')})
+        for k, name in (('tstr_acc', 'TSTR ACC'), ('tstr_auc', 'TSTR AUC'), ('fidelity_f1', 'fidelity F1')):
+            x[name] = f"{r[k]:.3f}" if k in r and pd.notna(r[k]) else ''
+        x['train img/s'] = f"{r.get('train_img_s', np.nan):.0f}"; x['sample img/s'] = f"{r.get('sample_img_s', np.nan):.1f}"
+        rows.append(x)
+    return pd.DataFrame(rows)
 
 def write_tables(T:dict, tables_dir) -> list:
     "FID (all sizes, intervals, floors, flags), downstream metrics per regime, class fidelity and LIME, and the comparison with published numbers."
@@ -450,6 +552,9 @@ def write_tables(T:dict, tables_dir) -> list:
                             for _, r in P.iterrows()])
         out += write_table(fmt, tables_dir, 'privacy', 'Membership inference against each generator, beside its FID-64 and TSTR accuracy.',
                            csv=P.drop(columns=['fpr', 'tpr']), note=PRIVACY_NOTE)
+    B = T.get('backbones', pd.DataFrame())
+    if not B.empty: out += write_table(backbone_table(B), tables_dir, 'backbones',
+                           'Denoiser backbones on the same data and loss: image quality, downstream use and speed.', csv=B, note=BACKBONE_NOTE)
     if not T['fidelity'].empty:
         fi = T['fidelity'].merge(T['lime'], on=['dataset', 'loss'], how='left') if not T['lime'].empty else T['fidelity']
         out += write_table(fi.round(3), tables_dir, 'fidelity', 'Class fidelity (a real-trained classifier labels synthetic images) and LIME top-k IoU.')
@@ -537,7 +642,8 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     return [tables_dir/'provenance.md', tables_dir/'provenance.csv', tables_dir/'provenance.json']
 
 # %% ../nbs/08_report.ipynb #ac19d735
-FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, fig_downstream, fig_low_data, fig_privacy, fig_lime)
+FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, fig_downstream, fig_low_data, fig_privacy, fig_lime,
+           fig_backbones)
 
 def build_report(runs_root, figures_dir, tables_dir) -> dict:
     "Collect the runs under `runs_root` and write every figure and table; returns the files written and what was missing."

@@ -14,10 +14,10 @@ from pathlib import Path
 from .core import MedsynError, load_settings, repo_root, save_json, load_json, run_record, split_overrides
 
 # %% auto #0
-__all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'plan', 'study_notebooks_dir',
-           'run_notebook', 'run_cell', 'run_study', 'write_bundle', 'StageContext', 'context', 'stage_real',
-           'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce', 'stage_privacy', 'ensure',
-           'study_cli']
+__all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'plan',
+           'study_notebooks_dir', 'run_notebook', 'run_cell', 'run_study', 'write_bundle', 'StageContext', 'context',
+           'stage_real', 'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce',
+           'stage_privacy', 'ensure', 'study_cli']
 
 # %% ../nbs/06_study.ipynb #09c2b166
 LOSS_STAGES = ('train', 'sample', 'evaluate', 'classify')
@@ -25,24 +25,36 @@ BASELINE_STAGES = ('real',)
 
 @dataclass
 class Cell:
-    "One cell of the study grid: a data set and a loss (or the real-data baseline when `loss` is None); `scarce`: it runs the scarce-data stage."
+    """One cell of the study grid: a data set and a loss (or the real-data baseline when `loss` is None); `scarce`: it runs the
+    scarce-data stage; `backbone`: an extra denoiser (None: the preset's `model`), compared on the full-data stages only."""
     dataset: str
     loss: str | None
     run_dir: Path
     scarce: bool = False
+    backbone: str | None = None
     @property
-    def name(self): return f"{self.dataset}/{self.loss or 'real'}"
+    def name(self): return f"{self.dataset}/{self.backbone + '/' if self.backbone else ''}{self.loss or 'real'}"
+    @property
+    def real_dir(self): return self.run_dir.parent.parent/'real' if self.backbone else self.run_dir.parent/'real'
     @property
     def stages(self):
         if self.loss is None: return BASELINE_STAGES + (('scarce',) if self.scarce else ())
+        if self.backbone: return LOSS_STAGES
         return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)   # privacy audits the scarce generators too
     @property
     def done_marker(self): return self.run_dir/'DONE.json'
     def stage_marker(self, stage): return self.run_dir/f'.{stage}.done'
     def is_done(self): return self.done_marker.exists()
 
+def extra_backbones(s) -> list:
+    "The `backbones` setting without 'none' and without the preset's own `model`."
+    from medsyn.denoisers import parse_model
+    main = parse_model(s.model)
+    return [b for b in s.backbones if b != 'none' and parse_model(b) != main]
+
 def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settings=None) -> list:
-    "The grid's cells: for each data set its real-data baseline, then one cell per loss."
+    """The grid's cells: for each data set its real-data baseline, then one cell per loss (the preset's `model`), then one
+    cell per extra backbone x `backbone_losses` on `backbone_datasets`, in `<dataset>/<backbone>/<loss>`."""
     s = settings or load_settings(preset)
     datasets = s.datasets if datasets is None else load_settings(preset, datasets=datasets).datasets
     losses = s.losses if losses is None else load_settings(preset, losses=losses).losses
@@ -50,7 +62,9 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     from medsyn.scarce import runs_scarce
     sc = {d: runs_scarce(s, d) for d in datasets}
     cells = [Cell(d, None, root/d/'real', sc[d]) for d in datasets]
-    return cells + [Cell(d, l, root/d/l, sc[d]) for d in datasets for l in losses]
+    cells += [Cell(d, l, root/d/l, sc[d]) for d in datasets for l in losses]
+    bd = [d for d in datasets if 'all' in s.backbone_datasets or d in s.backbone_datasets]
+    return cells + [Cell(d, l, root/d/b/l, backbone=b) for d in bd for b in extra_backbones(s) for l in s.backbone_losses]
 
 # %% ../nbs/06_study.ipynb #1d8d9e98
 def study_notebooks_dir() -> Path:
@@ -69,9 +83,10 @@ def run_notebook(name:str, out:Path, parameters:dict, log=None) -> Path:
 
 # %% ../nbs/06_study.ipynb #c2cfaad6
 def _params(cell:Cell, preset:str, overrides:dict) -> dict:
-    p = dict(dataset=cell.dataset, preset=preset, run_dir=str(cell.run_dir.resolve()), overrides=dict(overrides))
+    p = dict(dataset=cell.dataset, preset=preset, run_dir=str(cell.run_dir.resolve()),
+             overrides=dict(overrides, **({'model': cell.backbone} if cell.backbone else {})))
     if cell.loss is not None:
-        p.update(loss=cell.loss, real_dir=str((cell.run_dir.parent/'real').resolve()))
+        p.update(loss=cell.loss, real_dir=str(cell.real_dir.resolve()))
     return p
 
 def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
@@ -97,7 +112,7 @@ def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, 
             return dict(cell=cell.name, status='failed', stage=stage, error=msg, seconds=time.time()-t0)
         times[stage] = time.time() - t
         save_json(dict(stage=stage, seconds=times[stage]), cell.stage_marker(stage))
-    save_json(run_record(load_settings(preset, **overrides), cell=cell.name, stage_seconds=times,
+    save_json(run_record(load_settings(preset, **_params(cell, preset, overrides)['overrides']), cell=cell.name, stage_seconds=times,
                          seconds=time.time()-t0), cell.done_marker)
     (cell.run_dir/'UNFINISHED.json').unlink(missing_ok=True)
     return dict(cell=cell.name, status='done', seconds=time.time()-t0)

@@ -35,7 +35,7 @@ def test_cli_train_then_sample(cli, tmp_path):
     cli("train", "--dataset", "breastmnist", "--loss", "huber", "--preset", "smoke", "--out", run, "--no-progress", check=True)
     cfg = load_json(run / "config.json")
     assert cfg["settings"]["loss"] == "huber" and cfg["settings"]["preset"] == "smoke" and cfg["seed"] == 0
-    assert cfg["n_params"] > 0 and cfg["versions"]["torch"] and cfg["unet_config"]["num_class_embeds"] == 3
+    assert cfg["n_params"] > 0 and cfg["versions"]["torch"] and cfg["denoiser_config"]["num_class_embeds"] == 3 and cfg["denoiser"] == "UNet2DModel"
     log = pd.read_csv(run / "loss.csv")
     assert list(log.columns) == D.loss_columns(10) and log.step.tolist() == [1, 2, 3, 4] and log.loss.notna().all()
     assert [p.name for p in D.checkpoints(run)] == ["step-000002", "step-000004"]

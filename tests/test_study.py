@@ -68,6 +68,22 @@ def test_rerun_skips_finished_cells(study):
     assert "breastmnist/l2: train" not in p.stdout
 
 
+def test_extra_backbones_run_beside_the_main_model_and_the_report_compares_them(study):
+    runs = study["runs"] / "breastmnist"
+    for b, cls in (("swin-tiny", "SwinUNet"), ("dit-tiny", "DiT")):
+        d = runs / b / "l2"
+        assert (d / "DONE.json").exists(), b
+        assert json.loads((d / "model" / "config.json").read_text())["denoiser"] == cls
+        assert 'model": "' + b in _injected(d / "train.ipynb").replace("'", '"')
+        assert not (d / "low_data").exists() and not (d / "privacy.json").exists()     # scarce and privacy stay with the main model
+    B = pd.read_csv(study["tmp"] / "tables" / "backbones.csv")
+    assert sorted(B["backbone"]) == ["dit-tiny", "swin-tiny", "unet-tiny"]
+    assert B[["fid64", "fid2048", "floor64", "kid", "precision", "recall", "tstr_acc", "tstr_auc", "fidelity_f1",
+              "params", "train_img_s", "sample_img_s"]].notna().all().all()
+    assert (study["tmp"] / "figures" / "backbones.png").exists()
+    assert "swin-tiny" in (study["tmp"] / "tables" / "backbones.md").read_text()
+
+
 def test_report_writes_figures_and_tables(study):
     figs = {p.name for p in (study["tmp"] / "figures").glob("*.png")}
     assert any(n.startswith("fid_vs_features") for n in figs), figs
@@ -80,7 +96,8 @@ def test_plan_lists_grid(cli, tmp_path):
     p = cli("study", "--preset", "smoke", "--losses", "l2,huber", "--runs-dir", tmp_path, "--plan", check=True)
     assert "breastmnist/real" in p.stdout and "breastmnist/huber" in p.stdout
     assert [c.name for c in plan("smoke", losses="l2,huber", runs_dir=tmp_path)] == \
-        ["breastmnist/real", "breastmnist/l2", "breastmnist/huber"]
+        ["breastmnist/real", "breastmnist/l2", "breastmnist/huber", "breastmnist/swin-tiny/l2", "breastmnist/dit-tiny/l2"]
+    assert "breastmnist/swin-tiny/l2" in p.stdout
 
 
 def _fake_runs(root, statuses):
