@@ -18,8 +18,8 @@ from .core import MedsynError, load_json, atomic_path
 __all__ = ['BACKBONE_PANELS', 'SCARCE_NOTE', 'PRIVACY_NOTE', 'BACKBONE_NOTE', 'ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown',
            'to_latex', 'write_table', 'cells_table', 'collect', 'backbone_row', 'collect_backbones', 'save_fig',
            'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc', 'fig_memorisation',
-           'fig_downstream', 'fig_low_data', 'fig_privacy', 'fig_lime', 'fig_backbones', 'backbone_table',
-           'write_tables', 'comparison', 'provenance', 'build_report']
+           'fig_downstream', 'fig_low_data', 'fig_privacy', 'fig_lime', 'fig_backbones', 'fig_fidelity',
+           'backbone_table', 'write_tables', 'comparison', 'provenance', 'build_report']
 
 # %% ../nbs/08_report.ipynb #10a92387
 def to_markdown(df:pd.DataFrame) -> str:
@@ -466,6 +466,34 @@ def fig_backbones(T:dict, figures_dir) -> list:
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'backbones')
 
+# %% ../nbs/08_report.ipynb #74472deb
+def fig_fidelity(T:dict, figures_dir) -> list:
+    "Class fidelity (F1, AUC) and LIME top-k IoU against its random baseline, per data set and loss."
+    import matplotlib.pyplot as plt, seaborn as sns
+    Fi = T['fidelity']
+    if Fi.empty: return []
+    _style()
+    L = T['lime']
+    ds, losses = sorted(Fi['dataset'].unique()), sorted(Fi['loss'].unique())
+    pal = dict(zip(losses, sns.color_palette('colorblind', len(losses))))
+    panels = [('f1_macro', Fi, 'class fidelity: macro F1', None), ('auc', Fi, 'class fidelity: AUC', None)]
+    if not L.empty: panels.append(('lime_iou', L, 'LIME top-k IoU (synthetic- vs real-trained)', 'lime_random_iou'))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels) + 1.2, 2.7), squeeze=False)
+    for ax, (col, D, title, base) in zip(axes[0], panels):
+        for i, d in enumerate(ds):
+            g = D[D['dataset'] == d]
+            if base and not g.empty: ax.plot(i, g[base].mean(), marker='_', ms=18, mew=2, color='grey', ls='none')
+            for j, l in enumerate(losses):
+                v = g.loc[g['loss'] == l, col]
+                if len(v): ax.plot(i + (j - (len(losses) - 1) / 2) * 0.2, v.iloc[0], marker='o', ms=6, color=pal[l], ls='none')
+        ax.set_title(title, fontsize=9); ax.set_xticks(range(len(ds)), [d.replace('mnist', '') for d in ds])
+        ax.set_xlim(-0.6, len(ds) - 0.4); ax.set_ylim(0, 1.03)
+    hs = [plt.Line2D([], [], color=pal[l], marker='o', ls='none', label=l) for l in losses]
+    if len(panels) > 2: hs.append(plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label='random superpixels'))
+    fig.legend(handles=hs, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False, title='loss', title_fontsize=8)
+    fig.tight_layout()
+    return save_fig(fig, figures_dir, 'fidelity')
+
 # %% ../nbs/08_report.ipynb #5b264ad0
 def _ci(v, lo, hi, p=2): return f"{v:.{p}f} [{lo:.{p}f}, {hi:.{p}f}]"
 def _pm(m, sd, n=2, p=3): return f"{m:.{p}f} ± {sd:.{p}f}" if n > 1 else f"{m:.{p}f} (1 seed)"
@@ -643,7 +671,7 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
 
 # %% ../nbs/08_report.ipynb #ac19d735
 FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, fig_downstream, fig_low_data, fig_privacy, fig_lime,
-           fig_backbones)
+           fig_backbones, fig_fidelity)
 
 def build_report(runs_root, figures_dir, tables_dir) -> dict:
     "Collect the runs under `runs_root` and write every figure and table; returns the files written and what was missing."
