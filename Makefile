@@ -1,5 +1,5 @@
 # medsyn developer commands. Activate the virtual environment first (see README).
-.PHONY: test nbtest pytest export clean readme check
+.PHONY: test nbtest pytest export clean readme check docs
 
 # the one test command: notebooks' inline tests, then the pytest suite
 test: nbtest pytest
@@ -18,6 +18,12 @@ clean:
 
 readme:
 	python tools/readme.py
+
+# the documentation site in _docs/ (nbdev's page processing; Quarto if installed, else nbconvert),
+# then fail on a missing page, a broken link or image, or an error output
+docs:
+	python tools/docs.py
+	python tools/check_docs.py
 
 # library in sync with notebooks, notebooks clean, README current
 check:
