@@ -105,6 +105,11 @@ details{background:#f1f6ff;border:1px solid #cfe0ff;border-radius:4px;padding:.4
 """
 
 
+# formulas ($...$) typeset when the page is read online; offline they stay as TeX source
+MATHJAX = ('<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]]}};</script>'
+           '<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>')
+
+
 def _front_matter(nb):
     if nb.cells and nb.cells[0].cell_type == 'raw' and nb.cells[0].source.startswith('---'):
         fm = yaml.safe_load(nb.cells[0].source.strip().strip('-')) or {}
@@ -178,7 +183,7 @@ def render_html(cache: Path, dest: Path):
         desc = f'<p class="description">{html.escape(str(fm["description"]))}</p>' if fm.get('description') else ''
         doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-               f'<title>{title} – medsyn</title><link rel="stylesheet" href="{_rel(out, Path("styles.css"))}"></head>\n'
+               f'<title>{title} – medsyn</title><link rel="stylesheet" href="{_rel(out, Path("styles.css"))}">{MATHJAX}</head>\n'
                f'<body><nav id="sidebar"><a href="{_rel(out, Path("index.html"))}"><b>medsyn</b></a>{"".join(nav)}</nav>\n'
                f'<main><h1 class="title">{title}</h1>{desc}\n{body}\n</main></body></html>\n')
         doc = _fix_links(doc, rel, out, targets)
