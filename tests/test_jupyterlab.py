@@ -52,10 +52,10 @@ class Lab:
     def wait(self, timeout=90):
         t0 = time.time()
         while time.time() - t0 < timeout:
-            if self.proc.poll() is not None: raise RuntimeError(f'jupyter lab exited {self.proc.returncode}: {self.logs()}')
+            if self.proc.poll() is not None: raise RuntimeError(f'jupyter lab exited {self.proc.returncode}: {self.logs(3000)}')
             try: return self.api('/api/status', timeout=5)
             except (URLError, ConnectionError, OSError): time.sleep(0.5)
-        raise TimeoutError(f'jupyter lab did not answer in {timeout} s: {self.logs()}')
+        raise TimeoutError(f'jupyter lab did not answer in {timeout} s: {self.logs(3000)}')
 
     def trust(self, name):
         "What `make trust` does (nbdev's `nbdev-trust`): sign the notebook for this user's Jupyter."
@@ -65,9 +65,11 @@ class Lab:
         return [c['metadata'].get('trusted') for c in self.api(f'/api/contents/{name}?content=1&type=notebook')[1]['content']['cells']
                 if c['cell_type'] == 'code']
 
-    def logs(self) -> str:
+    def logs(self, tail:int|None=None) -> str:
+        "The server's log so far (its last `tail` characters)."
         self.log.flush()
-        return Path(self.log.name).read_text()[-3000:]
+        text = Path(self.log.name).read_text()
+        return text[-tail:] if tail else text
 
     def stop(self):
         if self.proc.poll() is None:
