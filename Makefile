@@ -1,5 +1,5 @@
 # medsyn developer commands. Activate the virtual environment first (see README).
-.PHONY: test nbtest pytest export clean readme check
+.PHONY: test nbtest pytest export clean readme check docs trust lab
 
 # the one test command: notebooks' inline tests, then the pytest suite
 test: nbtest pytest
@@ -18,6 +18,21 @@ clean:
 
 readme:
 	python tools/readme.py
+
+# sign the notebooks (nbs/ and the executed ones in runs/) for this user's Jupyter, so that JupyterLab
+# opens them trusted: Jupyter trusts only what it signed itself, and a fresh clone is signed by no one
+trust:
+	nbdev-trust --force-all
+	if [ -d runs ]; then find runs -name '*.ipynb' -exec jupyter trust {} +; fi
+
+lab: trust
+	jupyter lab
+
+# the documentation site in _docs/ (nbdev's page processing; Quarto if installed, else nbconvert),
+# then fail on a missing page, a broken link or image, or an error output
+docs:
+	python tools/docs.py
+	python tools/check_docs.py
 
 # library in sync with notebooks, notebooks clean, README current
 check:

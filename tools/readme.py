@@ -1,9 +1,19 @@
 """Generate README.md from nbs/index.ipynb (`python tools/readme.py`), or check it is current (`--check`).
 
-nbdev's own `nbdev-readme` needs Quarto, whose installer downloads a binary; this does the same
-job with nbconvert: it executes the notebook (its cells only read the committed `tables/`), drops
-the code of cells marked `#| echo: false` or `#| hide`, keeps their output, and rewrites the
-notebook's `../` links so they work from the repository root.
+It executes the notebook (its cells only read the committed `tables/`), drops the code of cells
+marked `#| echo: false` or `#| hide`, keeps their output, and rewrites the notebook's `../` links
+so they work from the repository root.
+
+Why not nbdev's own `nbdev-readme`: it runs `quarto render nbs/index.ipynb -t gfm --no-execute`, and
+- Quarto cannot be installed here: `quarto-cli` on PyPI is a source package whose build downloads
+  the Quarto binary from GitHub (without network: "nothing to open"), and neither Debian nor npm
+  packages Quarto; nbdev's own installer (`nbdev-install-quarto`) downloads it too;
+- `--no-execute` renders the outputs committed in the notebook, and the notebooks are committed
+  clean (no outputs): the README's results (tables, run times, provenance) are made by running the
+  notebook's cells on `tables/`, so nbdev-readme would write a README without them;
+- it leaves `../figures/...` and `../tables/...` links as they are in `nbs/`, broken from the root.
+So this stays until nbdev-readme can execute the notebook and rewrite its links (`make docs`
+builds the site with Quarto when it is installed, and without it otherwise: tools/docs.py).
 """
 import sys
 from pathlib import Path

@@ -1,0 +1,39 @@
+"The site checker (tools/check_docs.py) catches what it is there to catch, on a small site made here."
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location('check_docs', ROOT/'tools'/'check_docs.py')
+check_docs = importlib.util.module_from_spec(spec); spec.loader.exec_module(check_docs)
+
+
+def _site(tmp_path):
+    nbs, site = tmp_path/'nbs', tmp_path/'_docs'
+    (nbs/'study').mkdir(parents=True); (site/'study').mkdir(parents=True); (site/'figures').mkdir()
+    (nbs/'01_data.ipynb').write_text('{"cells": [{"source": ["#| default_exp data\\n"]}]}')
+    (nbs/'study'/'real.ipynb').write_text('{"cells": []}')
+    (site/'figures'/'a.png').write_bytes(b'png')
+    (site/'data.html').write_text('<html><body><h2 id="load">Loading a split of the data</h2><img src="figures/a.png">'
+                                  '<a href="study/real.html#top">real</a><a href="https://example.org/x">out</a></body></html>')
+    (site/'study'/'real.html').write_text('<html><body><h1 id="top">Study: the real baseline</h1>'
+                                          '<a href="../data.html#load">data</a><a href="https://medsyn.github.io/medsyn/data.html">site</a></body></html>')
+    return nbs, site
+
+
+def test_a_good_site_passes(tmp_path):
+    nbs, site = _site(tmp_path)
+    assert check_docs.check(site, nbs) == []
+
+
+def test_broken_pages_links_images_and_anchors_fail(tmp_path):
+    nbs, site = _site(tmp_path)
+    (site/'figures'/'a.png').unlink()
+    (site/'study'/'real.html').write_text((site/'study'/'real.html').read_text().replace('#load', '#nowhere')
+                                          .replace('medsyn/data.html', 'medsyn/gone.html'))
+    (nbs/'10_privacy.ipynb').write_text('{"cells": [{"source": ["#| default_exp privacy"]}]}')
+    (site/'err.html').write_text('<html><body><p>A page with a failed cell</p><div class="cell-output-error">'
+                                 'Traceback (most recent call last)</div></body></html>')
+    errors = '\n'.join(check_docs.check(site, nbs))
+    for what in ('figures/a.png is missing', 'no anchor #nowhere', 'gone.html is missing',
+                 'nbs/10_privacy.ipynb: no page privacy.html', 'err.html: shows an error output'):
+        assert what in errors, (what, errors)
