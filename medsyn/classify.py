@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, seed_everything, get_device,
                          run_record, atomic_path, save_json, load_json)
+from .core import fault_point
 from .data import (MedMNISTSplit, load_medmnist, load_npz, medmnist_info, to_tensor, stratified_indices,
                          subsample, check_conditioning)
 
@@ -222,6 +223,7 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
     bar = tqdm(total=E * n_batches, desc=f"{arch} seed {seed}", disable=not progress, leave=False)
     t0, tot, cnt = time.time(), 0.0, 0
     for epoch in range(1, E + 1):
+        fault_point('classify/epoch')
         model.train()
         for b in _batches(len(x), s.clf_batch_size, gen):
             b = b.to(device)

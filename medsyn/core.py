@@ -130,6 +130,15 @@ SCHEMA = {
     'audit_train_images': Key('int', 'memorisation audit: training images searched in Inception space (0: all; pixel space always uses all)'),
 }
 
+# %% ../nbs/00_core.ipynb #0059d5d3
+SCHEMA.update({
+    'slurm_partition': Key('str', 'Slurm partition of the cell jobs (empty: the cluster default)'),
+    'slurm_gpus_per_cell': Key('int', 'GPUs per cell job (--executor slurm; local jobs get them only where there are any)'),
+    'slurm_cpus_per_cell': Key('int', 'CPU cores per cell job'),
+    'slurm_mem_gb': Key('int', 'memory per cell job in GB'),
+    'slurm_time_min': Key('int', 'wall-time limit per cell job in minutes'),
+})
+
 # %% ../nbs/00_core.ipynb #e4f9b5b4
 _BOOLS = {'true': True, 'yes': True, '1': True, 'on': True, 'false': False, 'no': False, '0': False, 'off': False}
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device,
                          run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env)
+from .core import fault_point
 from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, to_uint8,
                          image_grid, save_figure, class_rows, sidecar_path, subset_indices, indices_digest)
 
@@ -158,6 +159,7 @@ def _write_checkpoint(ckdir:Path, unet, ema_unet, scheduler, meta:dict, state:di
         ema_unet.save_pretrained(tmp/'unet_ema', safe_serialization=True)
         scheduler.save_pretrained(tmp/'scheduler')
         torch.save(state, tmp/'training_state.pt')
+        fault_point('checkpoint/write')            # fault injection (tests): a kill with the folder half-written
         save_json(meta, tmp/MARKER)                # the marker last: a folder with it is complete
         if ckdir.exists():                           # re-saving a step (after a resume): swap atomically
             old = ckdir.with_name(f'.{ckdir.name}.old-{os.getpid()}')
@@ -385,6 +387,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         while step < s.train_steps:
             snap, in_step = _rng_state(batches), True
             l, per, t = train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd)
+            fault_point('train/step')                   # fault injection (tests): a kill inside a step
             b = (t * nb // T).clamp_(max=nb - 1)
             bsum.index_add_(0, b, per.float()); bcnt.index_add_(0, b, torch.ones_like(per, dtype=torch.float))
             ema.step(acc.unwrap_model(unet).parameters())
@@ -505,6 +508,7 @@ def generate(unet, scheduler, labels, sampler:str='ddim', steps:int=50, eta:floa
             x, lab = torch.cat([x, x[:1].expand(pad, -1, -1, -1)]), torch.cat([lab, lab[:1].expand(pad)])
         if guidance != 1: lab2 = torch.cat([lab, torch.full_like(lab, null_class)])
         _set_timesteps(sch, steps)                                      # a multistep solver starts each batch afresh
+        fault_point('sample/batch')
         for t in sch.timesteps:
             tt = torch.full((len(lab),), int(t), device=dev, dtype=torch.long)
             with amp:
