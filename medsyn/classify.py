@@ -330,7 +330,11 @@ def load_classifier(model_dir, device='cpu'):
         raise MedsynError(f"{d} is not a classifier folder (needs model.pt and classifier.json).{hint}")
     meta = load_json(d/'classifier.json')
     model = build_classifier(meta['arch'], meta['in_channels'], meta['n_classes'], 'false', meta.get('input_size'), verbose=False)
-    model.load_state_dict(torch.load(d/'model.pt', map_location='cpu', weights_only=True))
+    try: sd = torch.load(d/'model.pt', map_location='cpu', weights_only=True)     # tensors only: a tampered file cannot run code
+    except Exception as e:
+        raise MedsynError(f"{d/'model.pt'} is not a classifier state medsyn can read safely ({str(e).strip().splitlines()[0][:200]}): "
+                          "a truncated, corrupt or pickle-bearing file is never used. Delete its folder and run again.") from None
+    model.load_state_dict(sd)
     return model.to(device, memory_format=torch.channels_last).eval(), meta
 
 def _stats(rows:list) -> tuple:

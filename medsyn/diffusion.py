@@ -451,7 +451,10 @@ def load_model(checkpoint, ema:bool=True, device=None):
     meta = load_json(ck/MARKER)
     sub = 'unet_ema' if ema else 'unet'
     if not (ck/sub).is_dir(): raise MedsynError(f"{ck} has no {sub}/ folder: the checkpoint is incomplete")
-    unet = UNet2DModel.from_pretrained(ck/sub).eval()
+    try: unet = UNet2DModel.from_pretrained(ck/sub).eval()      # safetensors only: no pickle is read
+    except Exception as e:
+        raise MedsynError(f"{ck/sub} cannot be read ({str(e).strip().splitlines()[0][:200]}): a truncated or corrupt checkpoint "
+                          f"is never used. Delete {ck} and run again (training resumes from the checkpoint before it).") from None
     if unet.config.num_class_embeds != meta['n_classes'] + 1:
         raise MedsynError(f"class count mismatch in {ck}: the UNet has {unet.config.num_class_embeds} class embeddings "
                           f"but {MARKER} says {meta['n_classes']} classes (+1 null class)")

@@ -223,6 +223,10 @@ def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, 
     `executor`: inprocess, local or slurm; `wait_lock`: wait for another study that holds `runs_dir`, instead of refusing."""
     from medsyn.cluster import RunLock, check_runs_format
     if executor not in ('inprocess', 'local', 'slurm'): raise MedsynError(f"unknown executor '{executor}'. Executors: inprocess, local, slurm")
+    over = {**(kw.get('overrides') or {}), **{k: kw[k] for k in ('seeds', 'datasets', 'losses') if kw.get(k) is not None}}
+    load_settings(preset, **over)                      # a bad preset, key or value: refused before anything is written
+    if kw.get('time_limit') is not None and kw['time_limit'] <= 0: raise MedsynError(f"--time-limit must be a positive number of seconds, got {kw['time_limit']}")
+    check_runs_format(runs_dir, write=False)           # an incompatible runs folder: refused before it is locked or touched
     with RunLock(Path(runs_dir)/'medsyn.lock', wait=wait_lock, out=out) as lock:
         check_runs_format(runs_dir)
         old = {k: os.environ.get(k) for k in ('MEDSYN_STUDY_PID', 'MEDSYN_STUDY_TOKEN')}
