@@ -22,8 +22,9 @@ from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, 
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'unet_config', 'make_unet', 'n_params',
            'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches', 'checkpoints', 'resolve_checkpoint',
-           'loss_columns', 'read_loss_csv', 'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step',
-           'train', 'plot_loss', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
+           'clear_unfinished', 'loss_columns', 'read_loss_csv', 'load_training_state', 'compiled',
+           'fast_optimizer_kwargs', 'train_step', 'train', 'plot_loss', 'load_model', 'make_sampler', 'generate',
+           'sample', 'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #08bd5654
 UNET_PRESETS = {
@@ -168,6 +169,18 @@ def _write_checkpoint(ckdir:Path, unet, ema_unet, scheduler, meta:dict, state:di
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return ckdir
+
+# %% ../nbs/02_diffusion.ipynb #352eb351
+def clear_unfinished(run) -> bool:
+    "If run folder `run` has no complete checkpoint, remove what a killed run left (config, loss log, half-written checkpoints); True if anything was removed."
+    import sys
+    run = Path(run)
+    if not run.is_dir() or checkpoints(run): return False
+    left = [run/'config.json', run/'loss.csv', *(run/'checkpoints').glob('.step-*')] if (run/'checkpoints').is_dir() else [run/'config.json', run/'loss.csv']
+    left = [p for p in left if p.exists()]
+    for p in left: shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if left: print(f"medsyn: {run} held a run stopped before its first checkpoint: starting it afresh", file=sys.stderr)
+    return bool(left)
 
 # %% ../nbs/02_diffusion.ipynb #fdc8f9e7
 def loss_columns(n_buckets:int) -> list:

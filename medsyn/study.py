@@ -297,9 +297,9 @@ def stage_real(ctx:StageContext) -> dict:
 
 def stage_train(ctx:StageContext):
     "Train the class-conditional diffusion model of the cell; resume an interrupted run, keep a finished one."
-    from medsyn.diffusion import train, checkpoints
+    from medsyn.diffusion import train, checkpoints, clear_unfinished
     cks = checkpoints(ctx.model_dir)
-    if not cks: return train(ctx.dataset, ctx.loss, out=ctx.model_dir, settings=ctx.settings)
+    if not cks: clear_unfinished(ctx.model_dir); return train(ctx.dataset, ctx.loss, out=ctx.model_dir, settings=ctx.settings)
     if load_json(cks[-1]/'medsyn.json')['step'] >= ctx.settings.train_steps: return ctx.model_dir
     return train(ctx.dataset, ctx.loss, out=ctx.model_dir, preset=ctx.preset, resume=True, **ctx.overrides)
 
