@@ -125,3 +125,19 @@ def test_executor_local_runs_the_smoke_grid_through_submitit_and_the_report_is_i
     assert c.returncode == 0 and c.stdout.count(": skipped") == 2, c.stdout
     record("scale-out", "--executor local (submitit subprocess jobs) vs in-process, smoke grid",
            f"report tables byte-identical ({len(names)} csv); re-run skips both cells", True, time.time() - t0)
+
+
+@pytest.mark.faults_slow
+def test_accelerate_launch_trains_one_cell_with_two_cpu_processes(tmp_path):
+    "Multi-GPU training of one cell stays `accelerate launch`; here two CPU processes (gloo) run the medsyn console script."
+    acc = Path(sys.executable).parent / "accelerate"
+    cmd = [str(acc), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", MEDSYN, "train", "--dataset", "breastmnist", "--loss", "l2", "--preset", "smoke",
+           "--out", str(tmp_path / "run"), "--no-progress"]
+    t0 = time.time()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "MEDSYN_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["processes"] == 2 and (tmp_path / "run" / "checkpoints" / "step-000004" / "medsyn.json").exists()
+    record("scale-out", "accelerate launch, 2 CPU processes, one cell's training", "trained; one checkpoint series written by the main process", True, time.time() - t0)
