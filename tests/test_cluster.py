@@ -141,3 +141,20 @@ def test_accelerate_launch_trains_one_cell_with_two_cpu_processes(tmp_path):
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["processes"] == 2 and (tmp_path / "run" / "checkpoints" / "step-000004" / "medsyn.json").exists()
     record("scale-out", "accelerate launch, 2 CPU processes, one cell's training", "trained; one checkpoint series written by the main process", True, time.time() - t0)
+
+
+def test_slurm_jobs_ask_for_the_resources_in_the_settings(tmp_path, monkeypatch):
+    "Without a cluster: a stub `srun` on PATH lets submitit build the sbatch script that `--executor slurm` would submit."
+    import submitit
+    from medsyn.cluster import executor_parameters
+    from medsyn.core import load_settings
+    (tmp_path / "bin").mkdir(); stub = tmp_path / "bin" / "srun"; stub.write_text("#!/bin/sh\nexit 0\n"); stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    s = load_settings("paper", slurm_partition="gpu", slurm_mem_gb=64)
+    ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="slurm")
+    ex.update_parameters(**executor_parameters(s, "slurm"))
+    text = ex._executor._make_submission_file_text(command="python -m submitit.core._submit", uid="u")
+    for line in ("--gpus-per-node=1", "--partition=gpu", "--cpus-per-task=8", "--mem=64GB", "--time=720"):
+        assert f"#SBATCH {line}" in text, (line, text)
+    record("scale-out", "--executor slurm: sbatch script from the slurm_* settings (stub srun, no cluster)",
+           "one GPU per cell, partition, CPUs, memory, time as set", True)
