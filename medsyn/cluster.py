@@ -12,7 +12,7 @@ from pathlib import Path
 from .core import MedsynError, save_json, load_json
 
 # %% auto #0
-__all__ = ['RUNS_FORMAT', 'RUNS_MARKER', 'pid_alive', 'lock_info', 'LockHeld', 'RunLock', 'check_runs_format',
+__all__ = ['RUNS_FORMAT', 'RUNS_MARKER', 'pid_alive', 'lock_info', 'LockHeld', 'RunLock', 'check_runs_format', 'sweep_partial',
            'executor_parameters', 'cell_job', 'run_cells_submitit']
 
 # %% ../nbs/11_cluster.ipynb #ce256b56
@@ -136,6 +136,23 @@ def check_runs_format(runs_dir, write:bool=True) -> dict:
     rec = dict(format=RUNS_FORMAT, medsyn=__version__)
     if write: save_json(rec, p)
     return rec
+
+# %% ../nbs/11_cluster.ipynb #4baf9357
+import re, shutil
+_PARTIAL = re.compile(r'^\.(.+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$')    # atomic_path's temporary files (tempfile.mkstemp names)
+_PARTIAL_DIR = re.compile(r'^\.step-\d+\.(tmp-.+|old-\d+)$')        # half-written or swapped-out checkpoint folders
+
+def sweep_partial(*dirs, out=None) -> list:
+    "Remove the temporary files and folders that a killed run left under `dirs` (call it holding the runs-folder lock); return them."
+    gone = []
+    for d in map(Path, dirs):
+        if not d.is_dir(): continue
+        for p in sorted(d.rglob('.*')):
+            if '.submitit' in p.parts or not p.exists(): continue
+            if p.is_dir() and _PARTIAL_DIR.match(p.name): shutil.rmtree(p, ignore_errors=True); gone.append(p)
+            elif p.is_file() and _PARTIAL.match(p.name) and '.lock' not in p.name: p.unlink(missing_ok=True); gone.append(p)
+    if gone: print(f"medsyn: removed {len(gone)} half-written file(s) left by a killed run, e.g. {gone[0]}", file=out or sys.stderr, flush=True)
+    return gone
 
 # %% ../nbs/11_cluster.ipynb #1850bf6a
 def executor_parameters(settings, executor:str) -> dict:

@@ -221,7 +221,7 @@ def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, 
     `time_limit` (seconds): stop cleanly before it (training saves its state; no stage starts after it); the same call continues.
     `bundle`: write the results (tables, figures, run records; no checkpoints) to this .tar.gz at the end.
     `executor`: inprocess, local or slurm; `wait_lock`: wait for another study that holds `runs_dir`, instead of refusing."""
-    from medsyn.cluster import RunLock, check_runs_format
+    from medsyn.cluster import RunLock, check_runs_format, sweep_partial
     if executor not in ('inprocess', 'local', 'slurm'): raise MedsynError(f"unknown executor '{executor}'. Executors: inprocess, local, slurm")
     over = {**(kw.get('overrides') or {}), **{k: kw[k] for k in ('seeds', 'datasets', 'losses') if kw.get(k) is not None}}
     load_settings(preset, **over)                      # a bad preset, key or value: refused before anything is written
@@ -229,6 +229,7 @@ def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, 
     check_runs_format(runs_dir, write=False)           # an incompatible runs folder: refused before it is locked or touched
     with RunLock(Path(runs_dir)/'medsyn.lock', wait=wait_lock, out=out) as lock:
         check_runs_format(runs_dir)
+        sweep_partial(Path(runs_dir)/preset, kw.get('figures_dir', 'figures'), kw.get('tables_dir', 'tables'), out=out)   # what a killed run left half-written
         old = {k: os.environ.get(k) for k in ('MEDSYN_STUDY_PID', 'MEDSYN_STUDY_TOKEN')}
         os.environ.update(MEDSYN_STUDY_PID=str(os.getpid()), MEDSYN_STUDY_TOKEN=lock.info['token'])
         try: return _run_study(preset, *args, runs_dir=runs_dir, executor=executor, out=out, **kw)

@@ -215,6 +215,10 @@ def test_a_killed_study_rerun_gives_the_same_report(fault, study_reference, tmp_
     assert not differ, differ
     a, b = study_reference / "runs" / "smoke" / FLAG / "l2", tmp_path / "runs" / "smoke" / FLAG / "l2"
     assert_same_run(a, b)
+    from medsyn.cluster import _PARTIAL, _PARTIAL_DIR          # nothing half-written left where a glob or a bundle would find it
+    left = [p for d in ("runs", "tables", "figures") for p in (tmp_path / d).rglob(".*")
+            if ".submitit" not in p.parts and (_PARTIAL_DIR.match(p.name) or (_PARTIAL.match(p.name) and ".lock" not in p.name))]
+    assert not left, left
     record("kill (SIGKILL) of medsyn study", f"{fault}: {what}",
            f"stale lock taken over; re-run completed; {len(ref)} report tables byte-identical; weights and samples bit-identical",
            True, time.time() - t0)
