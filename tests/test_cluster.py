@@ -54,7 +54,7 @@ def test_wait_lock_waits_for_the_holder_then_runs(tmp_path):
     runs = _done_grid(tmp_path / "runs")
     lk = RunLock(runs / "medsyn.lock").acquire()
     p = _study(runs, "--wait-lock", wait=False)
-    time.sleep(6)
+    time.sleep(4)
     assert p.poll() is None, "it should wait while the lock is held"
     lk.release()
     out, err = p.communicate(timeout=120)
