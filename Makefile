@@ -1,5 +1,5 @@
 # medsyn developer commands. Activate the virtual environment first (see README).
-.PHONY: test nbtest pytest export clean readme check docs trust lab
+.PHONY: test nbtest pytest export clean readme check docs trust lab faults
 
 # the one test command: notebooks' inline tests, then the pytest suite
 test: nbtest pytest
@@ -40,3 +40,12 @@ check:
 	git diff --exit-code -- medsyn nbs
 	test -z "$$(git status --porcelain -- medsyn nbs)"
 	python tools/readme.py --check
+
+# every fault-injection, hostile-input and concurrency case (the default pytest run has the quick ones), then the
+# reliability table, printed and written into benchmarks/RESULTS.md. About 30 min on a 2-core CPU; each case has a timeout.
+FAULTS_LOG ?= benchmarks/faults.jsonl
+faults:
+	rm -f $(FAULTS_LOG)
+	MEDSYN_FAULTS=all MEDSYN_FAULTS_LOG=$(abspath $(FAULTS_LOG)) OMP_NUM_THREADS=1 python -m pytest -q -m faults \
+		tests/test_faults.py tests/test_hostile.py tests/test_cluster.py
+	python tools/faults_table.py $(FAULTS_LOG)

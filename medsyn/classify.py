@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, seed_everything, get_device,
                          run_record, atomic_path, save_json, load_json)
+from .core import fault_point
 from .data import (MedMNISTSplit, load_medmnist, load_npz, medmnist_info, to_tensor, stratified_indices,
                          subsample, check_conditioning)
 
@@ -222,6 +223,7 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
     bar = tqdm(total=E * n_batches, desc=f"{arch} seed {seed}", disable=not progress, leave=False)
     t0, tot, cnt = time.time(), 0.0, 0
     for epoch in range(1, E + 1):
+        fault_point('classify/epoch')
         model.train()
         for b in _batches(len(x), s.clf_batch_size, gen):
             b = b.to(device)
@@ -328,7 +330,11 @@ def load_classifier(model_dir, device='cpu'):
         raise MedsynError(f"{d} is not a classifier folder (needs model.pt and classifier.json).{hint}")
     meta = load_json(d/'classifier.json')
     model = build_classifier(meta['arch'], meta['in_channels'], meta['n_classes'], 'false', meta.get('input_size'), verbose=False)
-    model.load_state_dict(torch.load(d/'model.pt', map_location='cpu', weights_only=True))
+    try: sd = torch.load(d/'model.pt', map_location='cpu', weights_only=True)     # tensors only: a tampered file cannot run code
+    except Exception as e:
+        raise MedsynError(f"{d/'model.pt'} is not a classifier state medsyn can read safely ({str(e).strip().splitlines()[0][:200]}): "
+                          "a truncated, corrupt or pickle-bearing file is never used. Delete its folder and run again.") from None
+    model.load_state_dict(sd)
     return model.to(device, memory_format=torch.channels_last).eval(), meta
 
 def _stats(rows:list) -> tuple:

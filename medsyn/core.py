@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'SCHEMA', 'MedsynError',
            'TimeLimitReached', 'deadline_from_env', 'Key', 'parse_value', 'repo_root', 'settings_path', 'Settings',
            'presets', 'load_settings', 'split_overrides', 'seed_everything', 'get_device', 'versions', 'run_record',
-           'atomic_path', 'save_json', 'load_json', 'cache_dir']
+           'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #31f8881b
 class MedsynError(Exception):
@@ -135,6 +135,15 @@ SCHEMA = {
     'audit_train_images': Key('int', 'memorisation audit: training images searched in Inception space (0: all; pixel space always uses all)'),
 }
 
+# %% ../nbs/00_core.ipynb #0059d5d3
+SCHEMA.update({
+    'slurm_partition': Key('str', 'Slurm partition of the cell jobs (empty: the cluster default)'),
+    'slurm_gpus_per_cell': Key('int', 'GPUs per cell job (--executor slurm; local jobs get them only where there are any)'),
+    'slurm_cpus_per_cell': Key('int', 'CPU cores per cell job'),
+    'slurm_mem_gb': Key('int', 'memory per cell job in GB'),
+    'slurm_time_min': Key('int', 'wall-time limit per cell job in minutes'),
+})
+
 # %% ../nbs/00_core.ipynb #e4f9b5b4
 _BOOLS = {'true': True, 'yes': True, '1': True, 'on': True, 'false': False, 'no': False, '0': False, 'off': False}
 
@@ -203,23 +212,32 @@ class Settings(dict):
     def to_dict(self) -> dict: return {'preset': self.preset, **self}
 
 # %% ../nbs/00_core.ipynb #2baa94db
+def _read_ini(path) -> configparser.ConfigParser:
+    "Parse `settings.ini`; a syntax error becomes a `MedsynError` naming the file and the line."
+    cp = configparser.ConfigParser(interpolation=None)
+    try: cp.read(path)
+    except configparser.Error as e:
+        msg = ' '.join(str(e).split())
+        raise MedsynError(f"{path} has a syntax error: {msg}. Each line is `key = value` under a [section] header "
+                          "([DEFAULT] or a preset); comments start with #.") from None
+    return cp
+
 def presets(path=None) -> list:
     "Names of the presets (sections) in `settings.ini`."
-    cp = configparser.ConfigParser(interpolation=None)
-    cp.read(path or settings_path())
-    return cp.sections()
+    return _read_ini(path or settings_path()).sections()
 
 def load_settings(preset:str|None=None, path=None, **overrides) -> Settings:
     "Read `settings.ini`, apply `preset` (a section name) and `overrides`, and check every key."
     path = Path(path or settings_path())
     if not path.exists(): raise MedsynError(f"settings file not found: {path} (set MEDSYN_SETTINGS or run from the repository)")
-    cp = configparser.ConfigParser(interpolation=None)
-    cp.read(path)
+    cp = _read_ini(path)
     if preset not in (None, 'DEFAULT') and not cp.has_section(preset):
         raise MedsynError(f"unknown preset '{preset}'. Presets in {path.name}: {', '.join(cp.sections())}")
     raw = dict(cp.defaults()) if preset in (None, 'DEFAULT') else dict(cp[preset])
     missing = sorted(set(SCHEMA) - set(raw))
     if missing: raise MedsynError(f"{path.name} lacks settings: {', '.join(missing)}")
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown: raise MedsynError(f"{path.name} [{preset or 'DEFAULT'}]: unknown setting(s) {', '.join(unknown)}. Valid settings: {', '.join(sorted(SCHEMA))}")
     s = Settings({k: parse_value(k, v) for k, v in raw.items()})
     s.preset = preset or 'DEFAULT'
     return s.replace(**{k: v for k, v in overrides.items() if v is not None})
@@ -273,6 +291,29 @@ def run_record(settings:dict|None=None, **extra) -> dict:
     if settings is not None: rec['settings'] = settings.to_dict() if hasattr(settings, 'to_dict') else dict(settings)
     return {**rec, **extra}
 
+# %% ../nbs/00_core.ipynb #65ffc261
+_fault_hits = {}
+
+def fault_point(name:str):
+    "Kill this process (SIGKILL) or raise ENOSPC here when `MEDSYN_FAULT` names `name` (a test's fault injection); else nothing."
+    spec = os.environ.get('MEDSYN_FAULT')
+    if not spec: return
+    import errno, fnmatch, signal
+    for item in filter(None, (x.strip() for x in spec.split(','))):
+        pat, _, action = item.partition(':')
+        pat, _, nth = pat.partition('@')
+        if not fnmatch.fnmatchcase(name, pat): continue
+        _fault_hits[item] = _fault_hits.get(item, 0) + 1
+        if _fault_hits[item] != int(nth or 1): continue
+        if os.environ.get('MEDSYN_FAULT_LOG'):
+            with open(os.environ['MEDSYN_FAULT_LOG'], 'a') as f: f.write(f"{name} {action or 'kill'} {os.getpid()}\n"); f.flush(); os.fsync(f.fileno())
+        if action == 'enospc': raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")
+        if action not in ('', 'kill'): raise MedsynError(f"MEDSYN_FAULT: unknown action {action!r} (kill, enospc)")
+        study = os.environ.get('MEDSYN_STUDY_PID')
+        if study and int(study) != os.getpid():
+            with contextlib.suppress(ProcessLookupError): os.kill(int(study), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
 # %% ../nbs/00_core.ipynb #f66875f6
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
@@ -283,6 +324,7 @@ def atomic_path(path, suffix=None):
     os.close(fd)
     try:
         yield Path(tmp)
+        fault_point(f'write/{path.name}')      # a test's kill here: the temporary file is written, the result not yet in place
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -301,8 +343,12 @@ def save_json(obj, path) -> Path:
     return Path(path)
 
 def load_json(path) -> dict:
-    "Read a JSON file."
-    return json.loads(Path(path).read_text())
+    "Read a JSON file; a truncated or corrupt one is refused with a `MedsynError` naming it (never read as a result)."
+    path = Path(path)
+    try: return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MedsynError(f"{path} is not valid JSON ({e}): a truncated or corrupt file is never used as a result. "
+                          "Delete it and run the same command again to remake it.") from None
 
 # %% ../nbs/00_core.ipynb #9140bb5c
 def cache_dir(settings:dict|None=None) -> Path:

@@ -17,8 +17,8 @@ from .core import MedsynError, DATASETS_2D, repo_root, atomic_path, load_json
 __all__ = ['SIZES', 'SPLITS', 'AUGMENT_POLICIES', 'MODALITY', 'medmnist_info', 'npz_name', 'medmnist_root', 'search_dirs',
            'file_digest', 'md5sum', 'verify_md5', 'MedMNISTSplit', 'find_medmnist', 'load_medmnist',
            'check_conditioning', 'to_tensor', 'to_uint8', 'stratified_indices', 'subset_indices', 'subsample',
-           'indices_digest', 'Augment', 'classical_augmentation', 'sidecar_path', 'load_npz', 'image_grid',
-           'save_figure', 'class_rows', 'real_grid', 'describe', 'data_cli']
+           'indices_digest', 'Augment', 'classical_augmentation', 'sidecar_path', 'load_npz', 'check_arrays',
+           'image_grid', 'save_figure', 'class_rows', 'real_grid', 'describe', 'data_cli']
 
 # %% ../nbs/01_data.ipynb #10571ab3
 SIZES = (28, 64, 128, 224)
@@ -257,13 +257,40 @@ def load_npz(path, split:str='train', flag:str|None=None) -> MedMNISTSplit:
                           f"--dataset/--real FLAG on the command line, flag='...' in Python, or write "
                           f"{sidecar_path(path)} as {{\"flag\": \"breastmnist\"}} (with its data set's flag)")
     try:
-        with np.load(path) as z: images, labels = z[f'{split}_images'], z[f'{split}_labels']
+        with np.load(path, allow_pickle=False) as z: images, labels = z[f'{split}_images'], z[f'{split}_labels']
     except KeyError: raise MedsynError(f"{path} has no '{split}_images'/'{split}_labels' arrays") from None
-    except Exception as e: raise MedsynError(f"{path} is not a readable npz file ({e})") from None
+    except ValueError as e:
+        if 'pickle' in str(e):
+            raise MedsynError(f"{path} holds Python objects (pickled arrays): medsyn never unpickles a data file, since unpickling "
+                              "can run code. A MedMNIST npz holds uint8 images and integer labels only.") from None
+        raise MedsynError(f"{path} is not a readable npz file ({e})") from None
+    except Exception as e: raise MedsynError(f"{path} is not a readable npz file ({e}): a truncated or corrupt file is never used") from None
     info = medmnist_info(flag)
-    labels = labels.astype(np.int64)
-    if labels.ndim == 2 and labels.shape[1] == 1: labels = labels.reshape(-1)
+    labels = check_arrays(path, images, labels, info, meta)
     return MedMNISTSplit(images, labels, flag, split, images.shape[1], info, path)
+
+def check_arrays(path, images, labels, info:dict, meta:dict|None=None) -> np.ndarray:
+    "Refuse arrays that are not a MedMNIST set of `info`'s data set (dtype, shape, NaN/inf, label type and range, class names); return the labels as int64."
+    flag, meta = info['flag'], meta or {}
+    if images.dtype.kind == 'f' and not np.isfinite(images).all():
+        raise MedsynError(f"{path}: images hold NaN or infinite values; MedMNIST images are uint8 (0..255)")
+    if images.dtype != np.uint8: raise MedsynError(f"{path}: images are {images.dtype}; MedMNIST images are uint8 (0..255)")
+    if images.ndim not in (3, 4) or images.shape[1] != images.shape[2] or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+        raise MedsynError(f"{path}: images have shape {images.shape}; allowed: (N, H, H) grey or (N, H, H, 3) colour")
+    if labels.dtype.kind not in 'iub':
+        raise MedsynError(f"{path}: labels are {labels.dtype}; allowed: integers (class indices of {flag})")
+    if labels.ndim == 2 and labels.shape[1] == 1: labels = labels.reshape(-1)
+    labels = labels.astype(np.int64)
+    if len(labels) != len(images): raise MedsynError(f"{path}: {len(images)} images but {len(labels)} labels (one per image needed)")
+    single = not info['task'].startswith('multi-label')
+    if single and (labels.ndim != 1 or (len(labels) and (labels.min() < 0 or labels.max() >= info['n_classes']))):
+        bad = sorted(set(np.unique(labels).tolist()) - set(range(info['n_classes']))) if labels.ndim == 1 else list(labels.shape)
+        raise MedsynError(f"{path}: labels {bad[:10]} are not classes of {flag}; allowed: 0..{info['n_classes'] - 1} "
+                          f"({', '.join(info['label_names'])}) - is it another data set's file?")
+    names = meta.get('label_names')
+    if names is not None and list(names) != list(info['label_names']):
+        raise MedsynError(f"{path}: its side-car names the classes {names}, but {flag}'s classes are {info['label_names']}")
+    return labels
 
 # %% ../nbs/01_data.ipynb #ad0bb0b8
 def image_grid(rows:list, row_labels:list, title:str|None=None, col_titles:list|None=None, scale:float=0.7):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device,
                          run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env)
+from .core import fault_point
 from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, to_uint8,
                          image_grid, save_figure, class_rows, sidecar_path, subset_indices, indices_digest)
 from .denoisers import (make_denoiser, load_denoiser, denoiser_class, n_class_embeds, n_params, parse_model,
@@ -22,9 +23,9 @@ from .denoisers import (make_denoiser, load_denoiser, denoiser_class, n_class_em
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches',
-           'checkpoints', 'resolve_checkpoint', 'loss_columns', 'read_loss_csv', 'load_training_state', 'compiled',
-           'fast_optimizer_kwargs', 'train_step', 'train', 'plot_loss', 'load_model', 'make_sampler', 'generate',
-           'sample', 'train_cli', 'sample_cli']
+           'checkpoints', 'resolve_checkpoint', 'clear_unfinished', 'loss_columns', 'read_loss_csv',
+           'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step', 'train', 'plot_loss', 'load_model',
+           'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #bf586e06
 SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}
@@ -123,6 +124,7 @@ def _write_checkpoint(ckdir:Path, unet, ema_unet, scheduler, meta:dict, state:di
         ema_unet.save_pretrained(tmp/'unet_ema', safe_serialization=True)
         scheduler.save_pretrained(tmp/'scheduler')
         torch.save(state, tmp/'training_state.pt')
+        fault_point('checkpoint/write')            # fault injection (tests): a kill with the folder half-written
         save_json(meta, tmp/MARKER)                # the marker last: a folder with it is complete
         if ckdir.exists():                           # re-saving a step (after a resume): swap atomically
             old = ckdir.with_name(f'.{ckdir.name}.old-{os.getpid()}')
@@ -131,6 +133,18 @@ def _write_checkpoint(ckdir:Path, unet, ema_unet, scheduler, meta:dict, state:di
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return ckdir
+
+# %% ../nbs/02_diffusion.ipynb #352eb351
+def clear_unfinished(run) -> bool:
+    "If run folder `run` has no complete checkpoint, remove what a killed run left (config, loss log, half-written checkpoints); True if anything was removed."
+    import sys
+    run = Path(run)
+    if not run.is_dir() or checkpoints(run): return False
+    left = [run/'config.json', run/'loss.csv', *(run/'checkpoints').glob('.step-*')] if (run/'checkpoints').is_dir() else [run/'config.json', run/'loss.csv']
+    left = [p for p in left if p.exists()]
+    for p in left: shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if left: print(f"medsyn: {run} held a run stopped before its first checkpoint: starting it afresh", file=sys.stderr)
+    return bool(left)
 
 # %% ../nbs/02_diffusion.ipynb #fdc8f9e7
 def loss_columns(n_buckets:int) -> list:
@@ -350,6 +364,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         while step < s.train_steps:
             snap, in_step = _rng_state(batches), True
             l, per, t = train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd)
+            fault_point('train/step')                   # fault injection (tests): a kill inside a step
             b = (t * nb // T).clamp_(max=nb - 1)
             bsum.index_add_(0, b, per.float()); bcnt.index_add_(0, b, torch.ones_like(per, dtype=torch.float))
             ema.step(acc.unwrap_model(unet).parameters())
@@ -413,7 +428,11 @@ def load_model(checkpoint, ema:bool=True, device=None):
     meta = load_json(ck/MARKER)
     sub = 'unet_ema' if ema else 'unet'
     if not (ck/sub).is_dir(): raise MedsynError(f"{ck} has no {sub}/ folder: the checkpoint is incomplete")
-    unet = load_denoiser(ck/sub).eval()
+    try: unet = load_denoiser(ck/sub).eval()          # safetensors only: no pickle is read
+    except MedsynError: raise
+    except Exception as e:
+        raise MedsynError(f"{ck/sub} cannot be read ({str(e).strip().splitlines()[0][:200]}): a truncated or corrupt checkpoint "
+                          f"is never used. Delete {ck} and run again (training resumes from the checkpoint before it).") from None
     if n_class_embeds(unet) != meta['n_classes'] + 1:
         raise MedsynError(f"class count mismatch in {ck}: the denoiser has {n_class_embeds(unet)} class embeddings "
                           f"but {MARKER} says {meta['n_classes']} classes (+1 null class)")
@@ -470,6 +489,7 @@ def generate(unet, scheduler, labels, sampler:str='ddim', steps:int=50, eta:floa
             x, lab = torch.cat([x, x[:1].expand(pad, -1, -1, -1)]), torch.cat([lab, lab[:1].expand(pad)])
         if guidance != 1: lab2 = torch.cat([lab, torch.full_like(lab, null_class)])
         _set_timesteps(sch, steps)                                      # a multistep solver starts each batch afresh
+        fault_point('sample/batch')
         for t in sch.timesteps:
             tt = torch.full((len(lab),), int(t), device=dev, dtype=torch.long)
             with amp:

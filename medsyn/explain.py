@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from .core import MedsynError, load_settings, split_overrides, get_device, run_record, save_json, atomic_path
+from .core import fault_point
 from .data import load_medmnist, to_tensor, save_figure
 from .classify import load_classifier, predict, pop_option
 
@@ -121,6 +122,7 @@ def explain(model_dir, dataset:str, out, compare_dir=None, n:int|None=None, sett
     probs = [predict(m, imgs) for m, _ in models]
     rows, ious, rand, arrays = [], [], [], {'indices': idx, 'labels': labels}
     for i in tqdm(range(n), desc=f"LIME {dataset}", disable=not progress):
+        fault_point('lime/image')
         row = []
         for j, (m, meta) in enumerate(models):
             pred = int(probs[j][i].argmax())

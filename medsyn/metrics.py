@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from .core import (MedsynError, load_settings, split_overrides, run_record, save_json, atomic_path,
                          cache_dir, get_device)
+from .core import fault_point
 from .data import MedMNISTSplit, SPLITS, load_medmnist, load_npz, sidecar_path, image_grid, save_figure
 
 # %% auto #0
@@ -260,7 +261,7 @@ def image_features(images, settings:dict|None=None, cache:bool=True, batch_size:
     path = cache_dir(s)/'features'/f'{key}.npz'
     if cache and path.exists():
         try:
-            with np.load(path) as z: out = {t: z[f'f{t}'] for t in TAPS}
+            with np.load(path, allow_pickle=False) as z: out = {t: z[f'f{t}'] for t in TAPS}
             if all(v.shape == (len(x), t) for t, v in out.items()): return out
         except Exception: pass                         # unreadable cache file: compute again and replace it
     net = inception(s, device)
@@ -269,6 +270,7 @@ def image_features(images, settings:dict|None=None, cache:bool=True, batch_size:
     feats = {t: [] for t in TAPS}
     with torch.inference_mode(), _exact_fp32(), tqdm(total=len(x), desc=desc, unit='img', disable=not progress) as bar:
         for i in range(0, len(x), bs):
+            fault_point('features/batch')
             out = net(_to_nchw3(x[i:i+bs]).to(dev))
             STATS['inception_batches'] += 1; STATS['inception_images'] += len(out[0])
             for t, f in zip(TAPS, out): feats[t].append(f.float().cpu().numpy())

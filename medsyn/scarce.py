@@ -64,12 +64,12 @@ def generator_settings(s, fraction:float, n_images:int):
 
 def train_generator(dataset:str, loss:str, fraction:float, out, s, progress:bool=True) -> Path:
     "Train the diffusion model of fraction `fraction` on its f-subset only (resume an interrupted run, keep a finished one)."
-    from medsyn.diffusion import train, checkpoints
+    from medsyn.diffusion import train, checkpoints, clear_unfinished
     out = Path(out)
     sub, _ = real_subset(dataset, fraction, s)
     g = generator_settings(s, fraction, len(sub)).replace(loss=loss)
     cks = checkpoints(out)
-    if not cks: return train(dataset, loss, out=out, settings=g, progress=progress)
+    if not cks: clear_unfinished(out); return train(dataset, loss, out=out, settings=g, progress=progress)
     if load_json(cks[-1]/'medsyn.json')['step'] >= g.train_steps: return out
     return train(dataset, loss, out=out, preset=s.preset, resume=True, progress=progress)
 

@@ -89,7 +89,7 @@ def _params(cell:Cell, preset:str, overrides:dict) -> dict:
         p.update(loss=cell.loss, real_dir=str(cell.real_dir.resolve()))
     return p
 
-def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
+def _run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
     "Run the stages of `cell` (skipping finished ones unless `force`; none started after `deadline`); return its status."
     overrides = overrides or {}
     if force and cell.run_dir.exists(): shutil.rmtree(cell.run_dir)
@@ -128,6 +128,16 @@ def _short_error(e) -> str:
     ename, evalue = getattr(e, 'ename', None), getattr(e, 'evalue', None)
     return f"{ename}: {evalue}" if ename else (lines[-1] if lines else repr(e))
 
+# %% ../nbs/06_study.ipynb #51645fae
+def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
+    "Run the stages of `cell` under its lock (skipping finished ones unless `force`; none started after `deadline`); return its status."
+    from medsyn.cluster import RunLock, LockHeld
+    lock = RunLock(cell.run_dir.parent/f'.{cell.run_dir.name}.lock', 'cell', study=os.environ.get('MEDSYN_STUDY_TOKEN'))
+    try: lock.acquire()
+    except LockHeld as e: return dict(cell=cell.name, status='failed', stage='lock', error=str(e), seconds=0.0)
+    try: return _run_cell(cell, preset, overrides, force, on_stage, deadline)
+    finally: lock.release()
+
 # %% ../nbs/06_study.ipynb #efae9d93
 def _fmt(sec): sec = int(sec); return f"{sec//3600}:{sec%3600//60:02d}:{sec%60:02d}" if sec >= 3600 else f"{sec//60}:{sec%60:02d}"
 
@@ -157,9 +167,9 @@ class _Progress:
         parts += [f"{sum(1 for k in left_kinds if k == u)} {u} cell(s) not yet timed" for u in untimed]
         return ', ' + ' + '.join(parts)
 
-def run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:int=1, force:bool=False,
+def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:int=1, force:bool=False,
               runs_dir='runs', figures_dir='figures', tables_dir='tables', overrides:dict|None=None,
-              report:bool=True, out=None, time_limit:float|None=None, bundle=None) -> dict:
+              report:bool=True, out=None, time_limit:float|None=None, bundle=None, executor:str='inprocess') -> dict:
     """Run the study grid with papermill; then the report notebook. Returns {'results': [...], 'failed': [...], 'unfinished': [...]}.
     `time_limit` (seconds): stop cleanly before it (training saves its state; no stage starts after it); the same call continues.
     `bundle`: write the results (tables, figures, run records; no checkpoints) to this .tar.gz at the end."""
@@ -178,12 +188,19 @@ def run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:i
     if deadline: os.environ['MEDSYN_DEADLINE'] = repr(deadline)       # the kernels' training loops stop before it
     prog.say(f"study '{preset}': {len(cells)} cells ({', '.join(s.datasets)} x {', '.join(s.losses)} + real baselines), {jobs} job(s), runs in {Path(runs_dir)/preset}")
     kind = lambda c: 'baseline' if c.loss is None else 'loss'
-    def one(c):
-        r = run_cell(c, preset, overrides, force, prog.stage, deadline)
+    def finish(c, r):
         with prog.lock: prog.pending.remove(c.name)
         prog.done(r, kind(c), [kind(x) for x in cells if x.name in prog.pending]); return r
+    def one(c): return finish(c, run_cell(c, preset, overrides, force, prog.stage, deadline))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+        if executor != 'inprocess':         # each cell a submitit job (nbs/11_cluster.ipynb)
+            from medsyn.cluster import run_cells_submitit
+            def sub(cs):
+                prog.say(f"submitting {len(cs)} cell(s) to the {executor} executor: {', '.join(c.name for c in cs)}")
+                return run_cells_submitit(cs, preset, overrides, force, deadline, executor, jobs, s, Path(runs_dir)/preset/'.submitit', finish)
+            base, rest = sub([c for c in cells if c.loss is None]), sub([c for c in cells if c.loss is not None])
+        else:
+          with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
             base = list(ex.map(one, [c for c in cells if c.loss is None]))
             rest = list(ex.map(one, [c for c in cells if c.loss is not None]))
     finally:
@@ -212,6 +229,29 @@ def run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:i
         b = write_bundle(Path(runs_dir)/preset, figures_dir, tables_dir, bundle)
         prog.say(f"bundle: {b['path']} ({b['files']} files, {b['bytes'] / 1e6:.1f} MB)")
     return summary
+
+# %% ../nbs/06_study.ipynb #04a1e80f
+def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, executor:str='inprocess', out=None, **kw) -> dict:
+    """Run the study grid with papermill; then the report notebook. Returns {'results': [...], 'failed': [...], 'unfinished': [...]}.
+    `time_limit` (seconds): stop cleanly before it (training saves its state; no stage starts after it); the same call continues.
+    `bundle`: write the results (tables, figures, run records; no checkpoints) to this .tar.gz at the end.
+    `executor`: inprocess, local or slurm; `wait_lock`: wait for another study that holds `runs_dir`, instead of refusing."""
+    from medsyn.cluster import RunLock, check_runs_format, sweep_partial
+    if executor not in ('inprocess', 'local', 'slurm'): raise MedsynError(f"unknown executor '{executor}'. Executors: inprocess, local, slurm")
+    over = {**(kw.get('overrides') or {}), **{k: kw[k] for k in ('seeds', 'datasets', 'losses') if kw.get(k) is not None}}
+    load_settings(preset, **over)                      # a bad preset, key or value: refused before anything is written
+    if kw.get('time_limit') is not None and kw['time_limit'] <= 0: raise MedsynError(f"--time-limit must be a positive number of seconds, got {kw['time_limit']}")
+    check_runs_format(runs_dir, write=False)           # an incompatible runs folder: refused before it is locked or touched
+    with RunLock(Path(runs_dir)/'medsyn.lock', wait=wait_lock, out=out) as lock:
+        check_runs_format(runs_dir)
+        sweep_partial(Path(runs_dir)/preset, kw.get('figures_dir', 'figures'), kw.get('tables_dir', 'tables'), out=out)   # what a killed run left half-written
+        old = {k: os.environ.get(k) for k in ('MEDSYN_STUDY_PID', 'MEDSYN_STUDY_TOKEN')}
+        os.environ.update(MEDSYN_STUDY_PID=str(os.getpid()), MEDSYN_STUDY_TOKEN=lock.info['token'])
+        try: return _run_study(preset, *args, runs_dir=runs_dir, executor=executor, out=out, **kw)
+        finally:
+            for k, v in old.items():
+                if v is None: os.environ.pop(k, None)
+                else: os.environ[k] = v
 
 # %% ../nbs/06_study.ipynb #5c3ba082
 BUNDLE_SUFFIXES = ('.json', '.csv')
@@ -273,9 +313,9 @@ def stage_real(ctx:StageContext) -> dict:
 
 def stage_train(ctx:StageContext):
     "Train the class-conditional diffusion model of the cell; resume an interrupted run, keep a finished one."
-    from medsyn.diffusion import train, checkpoints
+    from medsyn.diffusion import train, checkpoints, clear_unfinished
     cks = checkpoints(ctx.model_dir)
-    if not cks: return train(ctx.dataset, ctx.loss, out=ctx.model_dir, settings=ctx.settings)
+    if not cks: clear_unfinished(ctx.model_dir); return train(ctx.dataset, ctx.loss, out=ctx.model_dir, settings=ctx.settings)
     if load_json(cks[-1]/'medsyn.json')['step'] >= ctx.settings.train_steps: return ctx.model_dir
     return train(ctx.dataset, ctx.loss, out=ctx.model_dir, preset=ctx.preset, resume=True, **ctx.overrides)
 
@@ -388,6 +428,9 @@ def study_cli(argv:list|None=None):
     p.add_argument('--time-limit', type=float, metavar='SECONDS',
                    help='stop cleanly before this many seconds (training saves its state); the same command continues (exit code 3)')
     p.add_argument('--bundle', metavar='FILE.tar.gz', help='at the end, pack tables, figures and run records (no checkpoints) into one file')
+    p.add_argument('--executor', default='inprocess', choices=('inprocess', 'local', 'slurm'),
+                   help='inprocess: cells in this process (--jobs threads); local/slurm: one submitit job per cell (slurm_* settings)')
+    p.add_argument('--wait-lock', action='store_true', help='wait for another study that holds --runs-dir, instead of refusing')
     a = p.parse_args(argv)
     if a.jobs < 1: raise MedsynError(f"--jobs must be at least 1, got {a.jobs}")
     if a.plan:
@@ -396,7 +439,8 @@ def study_cli(argv:list|None=None):
             print(f"{c.name:<28} {'done' if c.is_done() else 'todo':<5} {c.run_dir}")
         return 0
     res = run_study(a.preset, jobs=a.jobs, force=a.force, runs_dir=a.runs_dir, figures_dir=a.figures_dir,
-                    tables_dir=a.tables_dir, overrides=over, report=not a.no_report, time_limit=a.time_limit, bundle=a.bundle)
+                    tables_dir=a.tables_dir, overrides=over, report=not a.no_report, time_limit=a.time_limit, bundle=a.bundle,
+                    executor=a.executor, wait_lock=a.wait_lock)
     if res['failed']:
         print("failed:\n" + '\n'.join(f"  {r['cell']} at {r['stage']}: {r['error']}" for r in res['failed']), file=sys.stderr)
         return 1
