@@ -9,7 +9,8 @@ process and one run, each backbone trained with the `quick` preset's recipe (bat
   learning-rate schedule (stopping a longer schedule midway would handicap the faster network).
 
 Each run then samples `--per-class` images per class (DDIM-20) and is scored by FID-64 against as many real test
-images (medsyn.metrics, the real features computed once) and by TSTR: the quick preset's small CNN trained on
+images (medsyn.metrics, the real features computed once; the floor is as many real training images
+against the same test images) and by TSTR: the quick preset's small CNN trained on
 the synthetic images only and tested on the real test split (AUC and accuracy, `--seeds` seeds). Times are wall
 clock on this machine; the table names it. Ratios between rows are the result; absolute times only say this CPU.
 
@@ -42,6 +43,9 @@ def main():
     out = Path(a.out); shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
     real = load_medmnist(a.dataset, 'test')
     fr = image_features(real.images[stratified_indices(real.labels, per_class=a.per_class, seed=0)], progress=False)[64]
+    tr = load_medmnist(a.dataset, 'train')     # the floor: as many real training images against the same real test images
+    floor = fid_from_features(fr, image_features(tr.images[stratified_indices(tr.labels, per_class=a.per_class, seed=0)], progress=False)[64])
+    print(f'FID-64 floor (real train vs real test, {a.per_class} per class): {floor:.3f}', flush=True)
     seeds = [int(x) for x in a.seeds.split(',')]
     models = a.models.split(',')
 
@@ -74,14 +78,14 @@ def main():
             cell = c['cells'][0]
             rows.append(dict(budget=budget, model=m, params_M=round(n_params(make_denoiser(syn.n_channels, syn.n_classes, 28, m)) / 1e6, 2),
                              steps=steps, train_min=round(train_s / 60, 2), train_img_s=round(steps * s.batch_size / train_s, 1),
-                             sample_img_s=round(len(syn.images) / sample_s, 1), fid64=round(fid, 3),
+                             sample_img_s=round(len(syn.images) / sample_s, 1), fid64=round(fid, 3), fid64_floor=round(floor, 3),
                              tstr_auc=round(cell['mean']['auc'], 3), tstr_auc_sd=round(cell['std']['auc'], 3),
                              tstr_acc=round(cell['mean']['acc'], 3)))
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {versions()['torch']}"
     print(f"\n{a.dataset}, quick recipe (batch 32, lr 2e-3, cosine, EMA 0.99), l2 loss, DDIM-20, {a.per_class} images per class "
-          f"against as many real test images (FID-64); TSTR: small CNN on the synthetic images only, {len(seeds)} seeds, real test split. "
+          f"against as many real test images (FID-64, beside its real-vs-real floor); TSTR: small CNN on the synthetic images only, {len(seeds)} seeds, real test split. "
           f"Equal steps: {a.steps}; equal wall-clock: {a.minutes:g} min of training each. Machine: {machine}.\n")
     print(to_markdown(df))
     df.to_csv(out/'results.csv', index=False)

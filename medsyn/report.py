@@ -642,13 +642,16 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     import os
     runs_root, tables_dir = Path(runs_root), Path(tables_dir)
     rows, recs = [], []
-    for m in sorted(runs_root.glob('*/*/DONE.json')):
+    for m in sorted([*runs_root.glob('*/*/DONE.json'), *runs_root.glob('*/*/*/DONE.json')]):   # extra backbones one level deeper
         r = load_json(m); recs.append(r)
         rows.append(dict(cell=r['cell'], **{k: round(v, 1) for k, v in r['stage_seconds'].items()}, total=round(r['seconds'], 1)))
     if not recs: return []
     v = recs[-1]['versions']
     hw = v.get('gpu') or f"CPU only ({os.cpu_count()} cores here; run on {recs[-1].get('host', '?')}, {v.get('platform', '?')})"
-    df = pd.DataFrame(rows).astype(object).fillna('')   # a baseline has no train/sample/... stage: blank, not NaN
+    df = pd.DataFrame(rows)
+    order = ['cell', 'real', 'train', 'sample', 'evaluate', 'classify', 'scarce', 'privacy']
+    df = df[[c for c in order if c in df] + [c for c in df if c not in order and c != 'total'] + ['total']]   # stages in run order
+    df = df.astype(object).fillna('')   # a baseline has no train/sample/... stage: blank, not NaN
     total = sum(r['seconds'] for r in recs)     # from the cells' own records, so a resumed or re-run study still adds up
     head = (f"Preset **{runs_root.name}**, run {recs[0]['time'][:10]} on {hw}. The grid's cells took {total/60:.1f} min "
             f"of wall time in all (sum of the cells' own times: stages and kernel start-ups, report excluded). ")
