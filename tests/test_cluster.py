@@ -107,7 +107,7 @@ def test_a_cell_locked_by_a_live_process_is_not_run_twice(tmp_path):
 @pytest.mark.faults_slow
 def test_executor_local_runs_the_smoke_grid_through_submitit_and_the_report_is_identical(tmp_path):
     env = {"MEDSYN_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    args = lambda d, *x: ["study", "--preset", "smoke", "--losses", "l2", "--fractions", "1.0", "--runs-dir", d / "runs",
+    args = lambda d, *x: ["study", "--preset", "smoke", "--losses", "l2", "--fractions", "1.0", "--backbones", "none", "--runs-dir", d / "runs",
                           "--figures-dir", d / "figures", "--tables-dir", d / "tables", *x]
     t0 = time.time()
     a = run_cli(*args(tmp_path / "inprocess"), env=env, timeout=1500)
