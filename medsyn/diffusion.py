@@ -282,7 +282,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     last = checkpoints(out)[-1] if resume else None
     unet = load_denoiser(last/'unet') if resume else \
         make_denoiser(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
-    cls = type(unet)
+    cls, net_config = type(unet), dict(unet.config)   # before accelerate wraps it (DDP has no .config)
     ema_unet = cls.from_config(unet.config)           # a shell to save the EMA weights with save_pretrained
     ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config)
     opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
@@ -306,7 +306,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     cols = loss_columns(s.loss_buckets)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        rec = run_record(s, seed=s.seed, **meta, denoiser_config=dict(unet.config), denoiser=cls.__name__,
+        rec = run_record(s, seed=s.seed, **meta, denoiser_config=net_config, denoiser=cls.__name__,
                          n_params=n_params(unet), n_train_images=len(ds), real_images=real_images, processes=acc.num_processes, device=str(dev))
         if resume: rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}; rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
         save_json(rec, out/'config.json')
