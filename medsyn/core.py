@@ -15,9 +15,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'SCHEMA', 'MedsynError',
-           'TimeLimitReached', 'deadline_from_env', 'Key', 'parse_value', 'repo_root', 'settings_path', 'Settings',
-           'presets', 'load_settings', 'split_overrides', 'seed_everything', 'get_device', 'versions', 'run_record',
-           'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
+           'TimeLimitReached', 'deadline_from_env', 'Key', 'loss_run_dirs', 'backbone_run_dirs', 'parse_value',
+           'repo_root', 'settings_path', 'Settings', 'presets', 'load_settings', 'split_overrides', 'seed_everything',
+           'get_device', 'versions', 'run_record', 'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #31f8881b
 class MedsynError(Exception):
@@ -48,6 +48,15 @@ class Key:
     type: str
     help: str
     choices: tuple | None = None
+
+# %% ../nbs/00_core.ipynb #e05a7bb8
+def loss_run_dirs(dataset_dir) -> list:
+    "The loss-cell folders of `runs/<preset>/<dataset>/` (the preset's own denoiser), sorted: not `real/`, not the extra-backbone folders."
+    return sorted(p for p in Path(dataset_dir).iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES)
+
+def backbone_run_dirs(dataset_dir) -> list:
+    "The loss-cell folders of the extra backbones, `runs/<preset>/<dataset>/<backbone>/<loss>/`, sorted."
+    return sorted(p for b in Path(dataset_dir).iterdir() if b.is_dir() and b.name in MODELS + MODEL_SIZES for p in b.iterdir() if p.is_dir())
 
 # %% ../nbs/00_core.ipynb #169b0ea5
 SCHEMA = {

@@ -77,6 +77,10 @@ from diffusers.models.embeddings import Timesteps, TimestepEmbedding
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from timm.models.swin_transformer import SwinTransformerBlock, PatchMerging
 
+def _batch_timesteps(timestep, sample):
+    "A timestep per image of `sample` from an int, a 0-d tensor or one per image."
+    return torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(len(sample))
+
 class CondSwinBlock(SwinTransformerBlock):
     "timm's shifted-window block with adaLN-zero: the time + class vector `c` shifts, scales and gates its attention and MLP halves."
     def __init__(self, dim:int, cond_dim:int, **kwargs):
@@ -127,7 +131,7 @@ class SwinUNet(ModelMixin, ConfigMixin):
         for m in (self.ada_out[1], self.proj_out): nn.init.zeros_(m.weight); nn.init.zeros_(m.bias)
 
     def forward(self, sample, timestep, class_labels=None, return_dict:bool=True):
-        t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(len(sample))
+        t = _batch_timesteps(timestep, sample)
         c = self.time_embed(self.time_proj(t).to(sample.dtype))
         if class_labels is not None: c = c + self.class_embed(class_labels)
         x, skips = self.patch(sample).permute(0, 2, 3, 1), []                    # (B, H/p, W/p, C): timm's layout
@@ -172,7 +176,7 @@ class DiT(ModelMixin, ConfigMixin):
         for m in self.modules():
             if isinstance(m, LabelEmbedding): m.dropout_prob = 0.0                   # the trainer drops labels (seeded); the row stays
     def forward(self, sample, timestep, class_labels=None, return_dict:bool=True):
-        t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(len(sample))
+        t = _batch_timesteps(timestep, sample)
         return self.net(sample, timestep=t, class_labels=class_labels, return_dict=return_dict)
 
 DIT_PRESETS = {   # hidden width = heads x head_dim; patch per image size (tokens = (size / patch)^2)
@@ -189,7 +193,7 @@ def dit_config(n_channels:int, n_classes:int, image_size:int=28, size:str='small
                 patch_size=p['patch'][image_size], num_layers=p['layers'], num_attention_heads=p['heads'], attention_head_dim=p['head_dim'])
 
 # %% ../nbs/01a_denoisers.ipynb #683c6742
-DENOISER_CLASSES = {'UNet2DModel': 'diffusers', 'SwinUNet': 'medsyn', 'DiT': 'medsyn'}
+DENOISER_CLASSES = ('UNet2DModel', 'SwinUNet', 'DiT')     # diffusers' UNet and medsyn's two transformers
 
 def denoiser_config(n_channels:int, n_classes:int, image_size:int=28, model:str='unet-small', num_train_timesteps:int=1000) -> tuple:
     "(class name, keyword arguments) of the denoiser named by the `model` setting."

@@ -77,12 +77,12 @@ def collect(runs_root) -> dict:
     runs_root = Path(runs_root)
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
     T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'privacy', 'privacy_steps', 'files', 'missing')}
-    from medsyn.core import DATASETS_2D, MODELS, MODEL_SIZES
+    from medsyn.core import DATASETS_2D, loss_run_dirs
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D):
         real = _read(ds/'real'/'classify_real'/'metrics.json')
         if real: T['downstream'] += cells_table(real, ds.name, None, 'real')
         else: T['missing'].append(f"{ds.name}/real")
-        for run in sorted(p for p in ds.iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES):   # extra backbones: collect_backbones
+        for run in loss_run_dirs(ds):                # extra backbones: collect_backbones
             d, l = ds.name, run.name
             if not (run/'DONE.json').exists(): T['missing'].append(f"{d}/{l}")
             if (run/'model'/'loss.csv').exists():
@@ -157,12 +157,10 @@ def backbone_row(run, dataset:str, loss:str) -> dict|None:
 
 def collect_backbones(runs_root) -> pd.DataFrame:
     "One row per run for every (data set, loss) that more than one backbone was trained on (`backbone_row`)."
-    from medsyn.core import DATASETS_2D, MODELS, MODEL_SIZES
+    from medsyn.core import DATASETS_2D, loss_run_dirs, backbone_run_dirs
     rows = []
     for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D):
-        runs = [(p.name, p) for p in ds.iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES]
-        runs += [(p.name, p) for b in ds.iterdir() if b.is_dir() and b.name in MODELS + MODEL_SIZES for p in b.iterdir() if p.is_dir()]
-        rows += [r for l, p in runs if (r := backbone_row(p, ds.name, l))]
+        rows += [r for p in loss_run_dirs(ds) + backbone_run_dirs(ds) if (r := backbone_row(p, ds.name, p.name))]
     B = pd.DataFrame(rows)
     if B.empty: return B
     n = B.groupby(['dataset', 'loss'])['backbone'].transform('nunique')
@@ -172,6 +170,17 @@ def collect_backbones(runs_root) -> pd.DataFrame:
 def _style():
     import seaborn as sns
     sns.set_theme(context='paper', style='whitegrid', palette='colorblind', font_scale=1.0)
+
+def _points_by_dataset(ax, D, ds, col, key, keys, pal, floor=None, width=0.18, ms=5, floor_ms=16, rotation=0):
+    "A column per data set in `ds`: a dot of `col` per `keys` value of column `key` (dodged, coloured by `pal`), the mean of `floor` as a grey bar."
+    for i, d in enumerate(ds):
+        g = D[D['dataset'] == d]
+        if g.empty: continue
+        if floor: ax.plot(i, g[floor].mean(), marker='_', ms=floor_ms, mew=2, color='grey', ls='none')
+        for j, k in enumerate(keys):
+            v = g.loc[g[key] == k, col]
+            if len(v): ax.plot(i + (j - (len(keys) - 1) / 2) * width, v.iloc[0], marker='o', ms=ms, color=pal[k], ls='none')
+    ax.set_xticks(range(len(ds)), [d.replace('mnist', '') for d in ds], rotation=rotation); ax.set_xlim(-0.6, len(ds) - 0.4)
 
 def save_fig(fig, figures_dir, name:str) -> list:
     "Save `fig` as `name`.png and `name`.pdf in `figures_dir` (atomically) and close it."
@@ -273,15 +282,8 @@ def fig_kid_prdc(T:dict, figures_dir) -> list:
     panels = [('KID', K.rename(columns={'kid': 'value'}))] + [(m, P[P['metric'] == m]) for m in ('precision', 'recall', 'density', 'coverage')]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.0 * len(panels) + 1.4, 2.6), sharex=True)
     for ax, (name, D) in zip(axes, panels):
-        for i, d in enumerate(ds):
-            g = D[D['dataset'] == d]
-            if g.empty: continue
-            ax.plot(i, g['floor'].mean(), marker='_', ms=16, mew=2, color='grey', ls='none')
-            for j, l in enumerate(losses):
-                v = g.loc[g['loss'] == l, 'value']
-                if len(v): ax.plot(i + (j - (len(losses) - 1) / 2) * 0.18, v.iloc[0], marker='o', ms=5, color=pal[l], ls='none')
-        ax.set_title(name); ax.set_xticks(range(len(ds)), [d.replace('mnist', '') for d in ds], rotation=30)
-        ax.set_xlim(-0.6, len(ds) - 0.4); ax.set_ylim(bottom=0)
+        _points_by_dataset(ax, D, ds, 'value', 'loss', losses, pal, floor='floor', rotation=30)
+        ax.set_title(name); ax.set_ylim(bottom=0)
     axes[0].set_ylabel('value')
     handles = [plt.Line2D([], [], color=pal[l], marker='o', ls='none', label=l) for l in losses]
     handles.append(plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label='real vs real (floor)'))
@@ -480,14 +482,8 @@ def fig_fidelity(T:dict, figures_dir) -> list:
     if not L.empty: panels.append(('lime_iou', L, 'LIME top-k IoU (synthetic- vs real-trained)', 'lime_random_iou'))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels) + 1.2, 2.7), squeeze=False)
     for ax, (col, D, title, base) in zip(axes[0], panels):
-        for i, d in enumerate(ds):
-            g = D[D['dataset'] == d]
-            if base and not g.empty: ax.plot(i, g[base].mean(), marker='_', ms=18, mew=2, color='grey', ls='none')
-            for j, l in enumerate(losses):
-                v = g.loc[g['loss'] == l, col]
-                if len(v): ax.plot(i + (j - (len(losses) - 1) / 2) * 0.2, v.iloc[0], marker='o', ms=6, color=pal[l], ls='none')
-        ax.set_title(title, fontsize=9); ax.set_xticks(range(len(ds)), [d.replace('mnist', '') for d in ds])
-        ax.set_xlim(-0.6, len(ds) - 0.4); ax.set_ylim(0, 1.03)
+        _points_by_dataset(ax, D, ds, col, 'loss', losses, pal, floor=base, width=0.2, ms=6, floor_ms=18)
+        ax.set_title(title, fontsize=9); ax.set_ylim(0, 1.03)
     hs = [plt.Line2D([], [], color=pal[l], marker='o', ls='none', label=l) for l in losses]
     if len(panels) > 2: hs.append(plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label='random superpixels'))
     fig.legend(handles=hs, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False, title='loss', title_fontsize=8)

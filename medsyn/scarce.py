@@ -193,7 +193,7 @@ def check_leak(fdir, real_digest:str|None=None) -> dict:
 # %% ../nbs/09_scarce.ipynb #9146034e
 def collect_scarce(runs_root) -> dict:
     "{'rows': one row per classifier, 'generators': one row per generator} of every scarce-data fraction under `runs_root`."
-    from medsyn.core import DATASETS_2D, MODELS, MODEL_SIZES   # extra-backbone folders hold no scarce-data runs
+    from medsyn.core import DATASETS_2D, loss_run_dirs   # extra-backbone folders hold no scarce-data runs
     runs_root = Path(runs_root)
     rows, gens = [], []
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D) if runs_root.is_dir() else []:
@@ -201,7 +201,7 @@ def collect_scarce(runs_root) -> dict:
         for m in sorted((ds/'real'/'low_data').glob('frac-*/metrics.json')):
             r = load_json(m); real_digest[r['fraction']] = r['real_digest']
             rows += [dict(x, loss=None) for x in r['rows']]
-        for cell in sorted(p for p in ds.iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES):
+        for cell in loss_run_dirs(ds):
             for fdir in sorted((cell/'low_data').glob('frac-*')):
                 if not (fdir/'metrics.json').exists(): continue
                 r = load_json(fdir/'metrics.json')
