@@ -151,10 +151,33 @@ def loss_columns(n_buckets:int) -> list:
     "Columns of `loss.csv`."
     return ['step', 'loss', 'lr', *[f't{i:02d}' for i in range(n_buckets)], 'images_per_s']
 
+def _loss_row(fields, n) -> bool:
+    "Is `fields` a whole loss-log row of `n` columns (numbers; empty where a bucket had no image)?"
+    if len(fields) != n: return False
+    try: [float(x) for x in fields if x != '']
+    except ValueError: return False
+    return fields[0] != '' and fields[-1] != ''
+
 def read_loss_csv(run) -> 'pd.DataFrame':
-    "The loss log of run folder `run` as a DataFrame."
-    import pandas as pd
-    return pd.read_csv(Path(run)/'loss.csv')
+    """The loss log of run folder `run` as a DataFrame. A last row cut short (the run was killed while writing it) is left out
+    with a warning; any other damage is refused: a damaged log is never plotted or averaged."""
+    import io, pandas as pd, sys
+    p = Path(run)/'loss.csv'
+    if not p.exists(): raise MedsynError(f"{p} not found: `run` must be a training run folder (config.json, loss.csv, checkpoints/)")
+    text = p.read_text()
+    lines = text.splitlines()
+    head = next(csv.reader(lines[:1]), [])
+    if head[:3] != ['step', 'loss', 'lr'] or head[-1:] != ['images_per_s']:
+        raise MedsynError(f"{p}: header {head} is not a loss log's (step, loss, lr, t00.., images_per_s): a damaged loss log is never used")
+    rows = list(csv.reader(lines[1:]))
+    torn = bool(rows) and (not text.endswith('\n') or not _loss_row(rows[-1], len(head)))
+    if torn:
+        print(f"medsyn: {p}: its last row is cut short (a run killed while writing it): left out", file=sys.stderr)
+        rows = rows[:-1]
+    bad = [i + 2 for i, r in enumerate(rows) if not _loss_row(r, len(head))]
+    if bad: raise MedsynError(f"{p}: line {bad[0]} is not a row of {len(head)} numbers: a damaged loss log is never used; "
+                              "re-run the training with --resume (it rewrites the log up to its last checkpoint)")
+    return pd.read_csv(io.StringIO('\n'.join([lines[0], *(','.join(r) for r in rows)]) + '\n'))
 
 def _fmt(v): return '' if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
 

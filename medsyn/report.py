@@ -78,6 +78,7 @@ def collect(runs_root) -> dict:
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
     T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'privacy', 'privacy_steps', 'files', 'missing')}
     from medsyn.core import DATASETS_2D, loss_run_dirs
+    from medsyn.diffusion import read_loss_csv
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D):
         real = _read(ds/'real'/'classify_real'/'metrics.json')
         if real: T['downstream'] += cells_table(real, ds.name, None, 'real')
@@ -86,7 +87,7 @@ def collect(runs_root) -> dict:
             d, l = ds.name, run.name
             if not (run/'DONE.json').exists(): T['missing'].append(f"{d}/{l}")
             if (run/'model'/'loss.csv').exists():
-                df = pd.read_csv(run/'model'/'loss.csv'); df.insert(0, 'loss_fn', l); df.insert(0, 'dataset', d)
+                df = read_loss_csv(run/'model'); df.insert(0, 'loss_fn', l); df.insert(0, 'dataset', d)
                 T['loss_log'].append(df)
             m = _read(run/'metrics.json')
             if m:
@@ -149,7 +150,8 @@ def backbone_row(run, dataset:str, loss:str) -> dict|None:
     f = _read(run/'fidelity.json')
     if f: r.update(fidelity_f1=f['f1_macro'], fidelity_auc=f['auc'])
     if (run/'model'/'loss.csv').exists():
-        ips = pd.read_csv(run/'model'/'loss.csv')['images_per_s'].iloc[1:]     # the first window includes start-up
+        from medsyn.diffusion import read_loss_csv
+        ips = read_loss_csv(run/'model')['images_per_s'].iloc[1:]     # the first window includes start-up
         r.update(train_img_s=float(ips.median()) if len(ips) else np.nan, device=cfg.get('device'))
     side = _read(run/'synthetic.json')
     if side: r.update(sample_img_s=side['images_per_s'], sampler=f"{side['sampler']}-{side['steps']}")

@@ -153,6 +153,22 @@ def test_truncated_results_are_refused_by_name(reference, tmp_path):
     record("truncated file", "checkpoint weights, synthetic.npz, side-car JSON cut short", "each refused with its name", True)
 
 
+def test_a_damaged_loss_log_is_never_plotted(reference, tmp_path, capsys):
+    "What the report reads of loss.csv: a last row cut short by a kill is left out with a warning; damage elsewhere is refused."
+    from medsyn.diffusion import read_loss_csv
+    m = tmp_path / "model"; shutil.copytree(reference / "model", m)
+    whole = read_loss_csv(m)
+    text = (m / "loss.csv").read_text()
+    (m / "loss.csv").write_text(text + "5,0.12")                                 # a kill while a row was being appended
+    assert read_loss_csv(m).equals(whole)
+    assert "its last row is cut short" in capsys.readouterr().err
+    lines = text.splitlines(); lines[2] = lines[2][:len(lines[2]) // 2]
+    (m / "loss.csv").write_text("\n".join(lines) + "\n")                       # damage inside the log
+    with pytest.raises(MedsynError, match="loss.csv: line 3 is not a row of"): read_loss_csv(m)
+    record("truncated file", "loss.csv read by the report: last row cut short / a middle row cut",
+           "torn last row left out with a warning; damaged log refused with file and line", True)
+
+
 # --- study level: the whole `medsyn study` killed (its lock left stale), the same command again --------------------
 
 STUDY_KILLS = {
@@ -223,3 +239,71 @@ def test_a_killed_study_rerun_gives_the_same_report(fault, study_reference, tmp_
     record("kill (SIGKILL) of medsyn study", f"{fault}: {what}",
            f"stale lock taken over; re-run completed; {len(ref)} report tables byte-identical; weights and samples bit-identical",
            True, time.time() - t0)
+
+
+# --- the scarce-data stage killed inside a whole `medsyn study` ------------------------------------------------------
+
+SCARCE_KILLS = {     # fault: (what, the real cell's scarce arms already done)
+    "classify/epoch@2": ("scarce stage, real cell: real-only / classical-augmentation arms", False),
+    "train/step@3": ("scarce stage, loss cell: the subset generator's training", True),
+    "sample/batch@1": ("scarce stage, loss cell: sampling the subset generator", True),
+    "classify/epoch@3": ("scarce stage, loss cell: synthetic and mixed arms", True),
+    "write/audit.json": ("scarce stage, loss cell: copy audit written, not renamed", True),
+}
+
+
+@pytest.fixture(scope="module")
+def scarce_reference(tmp_path_factory):
+    "An uninterrupted smoke study with the scarce-data stage (fraction 0.5) and its privacy audit."
+    d = tmp_path_factory.mktemp("scarce_ref")
+    args = [a for a in _study_args(d)]; i = args.index("--fractions"); del args[i:i + 2]
+    r = run_cli(*args, env=_fresh_cache(d), timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d, args
+
+
+def _seed_before_scarce(ref, d, real_scarce_done):
+    "Copy the reference's cells into `d` as they stood before their scarce stage (and the loss cell's privacy stage) ran."
+    src, dst = ref / "runs" / "smoke" / FLAG, d / "runs" / "smoke" / FLAG
+    shutil.copytree(src, dst)
+    undo = {"l2": ("scarce", "privacy"), **({} if real_scarce_done else {"real": ("scarce",)})}
+    for cell, stages in undo.items():
+        c = dst / cell
+        (c / "DONE.json").unlink()
+        for st in stages: (c / f".{st}.done").unlink(); (c / f"{st}.ipynb").unlink()
+        if "scarce" in stages: shutil.rmtree(c / "low_data")
+        if "privacy" in stages: (c / "privacy.json").unlink()
+
+
+@pytest.mark.faults_slow
+@pytest.mark.parametrize("fault", list(SCARCE_KILLS))
+def test_a_killed_scarce_stage_rerun_gives_the_same_report(fault, scarce_reference, tmp_path):
+    what, real_done = SCARCE_KILLS[fault]
+    ref, args = scarce_reference
+    t0 = time.time()
+    _seed_before_scarce(ref, tmp_path, real_done)
+    args = [str(tmp_path / Path(a).relative_to(ref)) if str(a).startswith(str(ref)) else a for a in args]
+    env = _fresh_cache(tmp_path)
+    r = run_cli(*args, env={**env, "MEDSYN_FAULT": fault, "MEDSYN_FAULT_LOG": str(tmp_path / "fired.log")}, timeout=1500)
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert fired(tmp_path) == [fault.split("@")[0], "kill"]
+    r2 = run_cli(*args, env=env, timeout=1500)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "took over the stale lock of a dead run" in r2.stderr
+    want, got = _tables(ref), _tables(tmp_path)
+    assert want.keys() == got.keys() and "scarce.csv" in want, sorted(want)
+    differ = [n for n in want if want[n] != got[n]]
+    assert not differ, differ
+    fr = Path("runs") / "smoke" / FLAG / "l2" / "low_data" / "frac-0.5"
+    a, b = ref / fr, tmp_path / fr
+    from medsyn.diffusion import checkpoints
+    ta, tb = tensors(checkpoints(a / "model")[-1]), tensors(checkpoints(b / "model")[-1])
+    assert ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta), "the subset generator's weights differ"
+    with np.load(a / "synthetic.npz") as za, np.load(b / "synthetic.npz") as zb:
+        assert np.array_equal(za["train_images"], zb["train_images"])
+    drop = lambda j: {k: v for k, v in json.loads(j.read_text()).items() if k != "run_record"}     # it holds times and the host
+    rows = lambda j: [{k: v for k, v in r.items() if k != "generator"} for r in json.loads(j.read_text())["rows"]]   # a path
+    assert drop(a / "audit.json") == drop(b / "audit.json") and rows(a / "metrics.json") == rows(b / "metrics.json")
+    record("kill (SIGKILL) of medsyn study", f"{fault}: {what}",
+           f"stale lock taken over; re-run completed; {len(want)} report tables byte-identical (scarce, privacy included); "
+           "subset generator, its samples and audit bit-identical", True, time.time() - t0)
