@@ -44,7 +44,7 @@ check:
 
 # every fault-injection, hostile-input and concurrency case (the default pytest run has the quick ones), then the
 # reliability table, printed and written into benchmarks/RESULTS.md with pytest's summary line and the commit it ran on.
-# About 35 min on a 2-core CPU; each case has a timeout. The table is written even when a case fails (a failed case has no
+# About 32 min on a 2-core CPU; each case has a timeout. The table is written even when a case fails (a failed case has no
 # row; the summary line counts it), and the target then fails.
 FAULTS_LOG ?= benchmarks/faults.jsonl
 faults:
@@ -52,6 +52,7 @@ faults:
 	mkdir -p benchmarks/out
 	set -o pipefail; MEDSYN_FAULTS=all MEDSYN_FAULTS_LOG=$(abspath $(FAULTS_LOG)) OMP_NUM_THREADS=1 python -m pytest -q -m faults \
 		tests/test_faults.py tests/test_hostile.py tests/test_cluster.py 2>&1 | tee benchmarks/out/faults.txt; rc=$$?; \
-	python tools/faults_table.py $(FAULTS_LOG) --note "pytest: $$(grep -E '(passed|failed)' benchmarks/out/faults.txt | tail -1 | tr -d '=' | xargs) \
-		on commit $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- medsyn tests settings.ini nbs || echo ' plus local changes')."; \
+	summary="$$(grep -E '(passed|failed)' benchmarks/out/faults.txt | tail -1 | tr -d '=' | xargs)"; \
+	commit="$$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- medsyn tests settings.ini nbs || echo ' plus local changes')"; \
+	python tools/faults_table.py $(FAULTS_LOG) --note "pytest: $$summary on commit $$commit."; \
 	exit $$(( rc || $$? ))
