@@ -46,11 +46,12 @@ def _holder(info:dict) -> str:
 
 class RunLock:
     """An exclusive lock file at `path`. `wait`: poll until it is free, else raise `LockHeld` naming the holder.
-    `study`: the token of the study this lock's process works for; a lock on another host left by a job of an earlier
-    study (another token) counts as stale once this study holds the runs folder."""
+    `study`: the token of the study this lock's process works for (recorded in the lock). While held, the file is touched
+    every `beat` seconds; a lock on another host is stale once untouched for `stale_after` seconds."""
+    beat, stale_after = 30.0, 300.0
     def __init__(self, path, what:str='runs folder', wait:bool=False, poll:float=2.0, timeout:float|None=None, out=None, study:str|None=None):
         self.path, self.what, self.wait, self.poll, self.timeout = Path(path), what, wait, poll, timeout
-        self.out, self.study, self.info = out, study, None
+        self.out, self.study, self.info, self._stop = out, study, None, None
 
     def _say(self, msg):
         print(msg, file=self.out or sys.stderr, flush=True)
@@ -64,7 +65,7 @@ class RunLock:
     def _stale(self, info:dict) -> bool:
         if not info: return time.time() - self._mtime() > 60      # unreadable for a minute: not a medsyn lock being written
         if info.get('host') == platform.node(): return not pid_alive(int(info['pid']), info.get('proc_start'))
-        return bool(self.study and info.get('study') and info['study'] != self.study)
+        return time.time() - self._mtime() > self.stale_after     # another host: its holder's heartbeat stopped
 
     def _mtime(self):
         try: return self.path.stat().st_mtime
@@ -96,22 +97,35 @@ class RunLock:
     def acquire(self) -> 'RunLock':
         info, t0, said = lock_info(**({'study': self.study} if self.study else {})), time.time(), False
         while True:
-            if self._create(info): self.info = info; return self
+            if self._create(info): self.info = info; self._start_beat(); return self
             held = self.read()
             if held is None: continue                            # released in between
             if self._stale(held):
                 self._take_over(held); continue
             if not self.wait or (self.timeout is not None and time.time() - t0 > self.timeout):
                 other = '' if held.get('host') == platform.node() else (
-                    f" It is held on another host: if that run is dead, delete {self.path}.")
+                    f" It is held on another host, whose heartbeat is {time.time() - self._mtime():.0f} s old: it counts as dead "
+                    f"after {self.stale_after:.0f} s without one.")
                 raise LockHeld(f"{self.path.parent} is in use by another medsyn run ({self.what} lock {self.path}): "
                                f"{_holder(held)}. Wait for it to finish, run again with --wait-lock to wait for it, "
                                f"or use another --runs-dir.{other}")
             if not said: self._say(f"medsyn: waiting for the {self.what} lock held by {_holder(held)}"); said = True
             time.sleep(self.poll)
 
+    def _start_beat(self):
+        "Touch the lock every `beat` seconds while it is ours (a daemon thread), so other hosts see its holder alive."
+        import threading
+        self._stop, token = threading.Event(), self.info['token']
+        def beat():
+            while not self._stop.wait(self.beat):
+                if (self.read() or {}).get('token') != token: return
+                try: os.utime(self.path)
+                except OSError: return
+        threading.Thread(target=beat, daemon=True, name=f'medsyn-lock-beat').start()
+
     def release(self):
-        "Remove the lock if it is still ours."
+        "Stop the heartbeat; remove the lock if it is still ours."
+        if self._stop is not None: self._stop.set()
         if self.info and (self.read() or {}).get('token') == self.info['token']: self.path.unlink(missing_ok=True)
         self.info = None
 

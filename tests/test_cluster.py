@@ -102,6 +102,22 @@ def test_a_cell_locked_by_a_live_process_is_not_run_twice(tmp_path):
     record("concurrency", "a cell locked by a live job", "not run twice: recorded as failed naming the holder", True)
 
 
+def test_a_cell_of_a_killed_study_still_running_on_another_node_is_not_taken_over(tmp_path, capsys):
+    "A killed `--executor slurm` study leaves its jobs running; a new study's job for the same cell must not write beside one."
+    import platform
+    from medsyn.cluster import LockHeld, lock_info
+    lk = tmp_path / ".l2.lock"
+    lk.write_text(json.dumps(dict(lock_info(study="killed-study"), host="node7", pid=4242)))   # the orphaned job, beating
+    with pytest.raises(LockHeld, match="on node7.*heartbeat is 0 s old"): RunLock(lk, "cell", study="new-study").acquire()
+    assert json.loads(lk.read_text())["host"] == "node7"
+    old = time.time() - RunLock.stale_after - 1                                                # the node died: no heartbeat
+    os.utime(lk, (old, old))
+    with RunLock(lk, "cell", study="new-study") as held: assert held.read()["host"] == platform.node()
+    assert "took over the stale lock" in capsys.readouterr().err
+    record("concurrency", "cell lock of a killed study's job still running on another node (heartbeat fresh / 5 min old)",
+           "refused while the job beats; taken over once its heartbeat is older than stale_after", True)
+
+
 # --- the submitit executor, end to end (slow) ---------------------------------------------------------------------
 
 @pytest.mark.faults_slow
