@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, seed_everything, get_device,
-                         run_record, atomic_path, save_json, load_json)
-from .core import fault_point
+                         run_record, atomic_path, save_json, load_json, fault_point)
 from .data import (MedMNISTSplit, load_medmnist, load_npz, medmnist_info, to_tensor, stratified_indices,
                          subsample, check_conditioning)
 

@@ -46,12 +46,12 @@ def _holder(info:dict) -> str:
 
 class RunLock:
     """An exclusive lock file at `path`. `wait`: poll until it is free, else raise `LockHeld` naming the holder.
-    `study`: the token of the study this lock's process works for (recorded in the lock). While held, the file is touched
-    every `beat` seconds; a lock on another host is stale once untouched for `stale_after` seconds."""
+    While held, the file is touched every `beat` seconds; a lock on another host is stale once untouched for `stale_after`
+    seconds."""
     beat, stale_after = 30.0, 300.0
-    def __init__(self, path, what:str='runs folder', wait:bool=False, poll:float=2.0, timeout:float|None=None, out=None, study:str|None=None):
+    def __init__(self, path, what:str='runs folder', wait:bool=False, poll:float=2.0, timeout:float|None=None, out=None):
         self.path, self.what, self.wait, self.poll, self.timeout = Path(path), what, wait, poll, timeout
-        self.out, self.study, self.info, self._stop = out, study, None, None
+        self.out, self.info, self._stop = out, None, None
 
     def _say(self, msg):
         print(msg, file=self.out or sys.stderr, flush=True)
@@ -95,7 +95,7 @@ class RunLock:
         return True
 
     def acquire(self) -> 'RunLock':
-        info, t0, said = lock_info(**({'study': self.study} if self.study else {})), time.time(), False
+        info, t0, said = lock_info(), time.time(), False
         while True:
             if self._create(info): self.info = info; self._start_beat(); return self
             held = self.read()

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device,
-                         run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env)
-from .core import fault_point
+                         run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env, fault_point)
 from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, to_uint8,
                          image_grid, save_figure, class_rows, sidecar_path, subset_indices, indices_digest)
 from .denoisers import (make_denoiser, load_denoiser, denoiser_class, n_class_embeds, n_params, parse_model,
@@ -177,7 +176,7 @@ def read_loss_csv(run) -> 'pd.DataFrame':
     bad = [i + 2 for i, r in enumerate(rows) if not _loss_row(r, len(head))]
     if bad: raise MedsynError(f"{p}: line {bad[0]} is not a row of {len(head)} numbers: a damaged loss log is never used; "
                               "re-run the training with --resume (it rewrites the log up to its last checkpoint)")
-    return pd.read_csv(io.StringIO('\n'.join([lines[0], *(','.join(r) for r in rows)]) + '\n'))
+    return pd.read_csv(io.StringIO('\n'.join(lines[:1 + len(rows)]) + '\n'))     # a row per line: the whole rows as written
 
 def _fmt(v): return '' if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
 

@@ -10,8 +10,7 @@ import argparse, sys
 from pathlib import Path
 
 import numpy as np
-from .core import MedsynError, load_settings, split_overrides, get_device, run_record, save_json, atomic_path
-from .core import fault_point
+from .core import MedsynError, load_settings, split_overrides, get_device, run_record, save_json, atomic_path, fault_point
 from .data import load_medmnist, to_tensor, save_figure
 from .classify import load_classifier, predict, pop_option
 

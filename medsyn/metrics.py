@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from .core import (MedsynError, load_settings, split_overrides, run_record, save_json, atomic_path,
-                         cache_dir, get_device)
-from .core import fault_point
+                         cache_dir, get_device, fault_point)
 from .data import MedMNISTSplit, SPLITS, load_medmnist, load_npz, sidecar_path, image_grid, save_figure
 
 # %% auto #0

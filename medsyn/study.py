@@ -132,7 +132,7 @@ def _short_error(e) -> str:
 def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
     "Run the stages of `cell` under its lock (skipping finished ones unless `force`; none started after `deadline`); return its status."
     from medsyn.cluster import RunLock, LockHeld
-    lock = RunLock(cell.run_dir.parent/f'.{cell.run_dir.name}.lock', 'cell', study=os.environ.get('MEDSYN_STUDY_TOKEN'))
+    lock = RunLock(cell.run_dir.parent/f'.{cell.run_dir.name}.lock', 'cell')
     try: lock.acquire()
     except LockHeld as e: return dict(cell=cell.name, status='failed', stage='lock', error=str(e), seconds=0.0)
     try: return _run_cell(cell, preset, overrides, force, on_stage, deadline)
@@ -170,11 +170,8 @@ class _Progress:
 def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:int=1, force:bool=False,
               runs_dir='runs', figures_dir='figures', tables_dir='tables', overrides:dict|None=None,
               report:bool=True, out=None, time_limit:float|None=None, bundle=None, executor:str='inprocess') -> dict:
-    """Run the study grid with papermill; then the report notebook. Returns {'results': [...], 'failed': [...], 'unfinished': [...]}.
-    `time_limit` (seconds): stop cleanly before it (training saves its state; no stage starts after it); the same call continues.
-    `bundle`: write the results (tables, figures, run records; no checkpoints) to this .tar.gz at the end."""
+    "What `run_study` runs holding the runs-folder lock (its arguments checked): the grid's cells, the report, the bundle."
     overrides = dict(overrides or {})
-    if time_limit is not None and time_limit <= 0: raise MedsynError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     if seeds is not None: overrides['seeds'] = seeds
     if datasets is not None: overrides['datasets'] = datasets
     if losses is not None: overrides['losses'] = losses
@@ -200,9 +197,9 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
                 return run_cells_submitit(cs, preset, overrides, force, deadline, executor, jobs, s, Path(runs_dir)/preset/'.submitit', finish)
             base, rest = sub([c for c in cells if c.loss is None]), sub([c for c in cells if c.loss is not None])
         else:
-          with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-            base = list(ex.map(one, [c for c in cells if c.loss is None]))
-            rest = list(ex.map(one, [c for c in cells if c.loss is not None]))
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+                base = list(ex.map(one, [c for c in cells if c.loss is None]))
+                rest = list(ex.map(one, [c for c in cells if c.loss is not None]))
     finally:
         if deadline:
             if old_env is None: os.environ.pop('MEDSYN_DEADLINE', None)
@@ -242,16 +239,15 @@ def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, 
     load_settings(preset, **over)                      # a bad preset, key or value: refused before anything is written
     if kw.get('time_limit') is not None and kw['time_limit'] <= 0: raise MedsynError(f"--time-limit must be a positive number of seconds, got {kw['time_limit']}")
     check_runs_format(runs_dir, write=False)           # an incompatible runs folder: refused before it is locked or touched
-    with RunLock(Path(runs_dir)/'medsyn.lock', wait=wait_lock, out=out) as lock:
+    with RunLock(Path(runs_dir)/'medsyn.lock', wait=wait_lock, out=out):
         check_runs_format(runs_dir)
         sweep_partial(Path(runs_dir)/preset, kw.get('figures_dir', 'figures'), kw.get('tables_dir', 'tables'), out=out)   # what a killed run left half-written
-        old = {k: os.environ.get(k) for k in ('MEDSYN_STUDY_PID', 'MEDSYN_STUDY_TOKEN')}
-        os.environ.update(MEDSYN_STUDY_PID=str(os.getpid()), MEDSYN_STUDY_TOKEN=lock.info['token'])
+        old = os.environ.get('MEDSYN_STUDY_PID')
+        os.environ['MEDSYN_STUDY_PID'] = str(os.getpid())     # a test's fault injection in a kernel kills the study too
         try: return _run_study(preset, *args, runs_dir=runs_dir, executor=executor, out=out, **kw)
         finally:
-            for k, v in old.items():
-                if v is None: os.environ.pop(k, None)
-                else: os.environ[k] = v
+            if old is None: os.environ.pop('MEDSYN_STUDY_PID', None)
+            else: os.environ['MEDSYN_STUDY_PID'] = old
 
 # %% ../nbs/06_study.ipynb #5c3ba082
 BUNDLE_SUFFIXES = ('.json', '.csv')

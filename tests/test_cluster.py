@@ -107,12 +107,12 @@ def test_a_cell_of_a_killed_study_still_running_on_another_node_is_not_taken_ove
     import platform
     from medsyn.cluster import LockHeld, lock_info
     lk = tmp_path / ".l2.lock"
-    lk.write_text(json.dumps(dict(lock_info(study="killed-study"), host="node7", pid=4242)))   # the orphaned job, beating
-    with pytest.raises(LockHeld, match="on node7.*heartbeat is 0 s old"): RunLock(lk, "cell", study="new-study").acquire()
+    lk.write_text(json.dumps(dict(lock_info(), host="node7", pid=4242)))   # the orphaned job of the killed study, beating
+    with pytest.raises(LockHeld, match="on node7.*heartbeat is 0 s old"): RunLock(lk, "cell").acquire()
     assert json.loads(lk.read_text())["host"] == "node7"
     old = time.time() - RunLock.stale_after - 1                                                # the node died: no heartbeat
     os.utime(lk, (old, old))
-    with RunLock(lk, "cell", study="new-study") as held: assert held.read()["host"] == platform.node()
+    with RunLock(lk, "cell") as held: assert held.read()["host"] == platform.node()
     assert "took over the stale lock" in capsys.readouterr().err
     record("concurrency", "cell lock of a killed study's job still running on another node (heartbeat fresh / 5 min old)",
            "refused while the job beats; taken over once its heartbeat is older than stale_after", True)
