@@ -4,7 +4,7 @@ Both samplers draw `--per-class` images of every class with `medsyn.diffusion.sa
 batch size) and are compared with the same real images (a seeded class-stratified subset of the test split of the
 same size) by FID on 64-d Inception features and KID (medsyn.metrics; skipped with a note if it is not importable).
 
-Checkpoint: `--checkpoint`, else the medsyn run of benchmarks/time_to_quality.py if present, else a `small` model
+Checkpoint: `--checkpoint`, else the medsyn run of benchmarks/time_to_quality_reference.py if present, else a `small` model
 trained here for `--train-seconds` on the data set.
 
     flock /tmp/medsyn-heavy.lock python benchmarks/sampling.py          # ~10 minutes on a 2-core CPU
@@ -44,7 +44,7 @@ def main():
         image_features = None; print(f"medsyn.metrics not importable ({e}): FID/KID skipped")
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     ck = a.checkpoint
-    if ck is None and D.checkpoints('benchmarks/out/time_to_quality/medsyn'): ck = 'benchmarks/out/time_to_quality/medsyn'
+    if ck is None and D.checkpoints('benchmarks/out/time_to_quality_reference/medsyn'): ck = 'benchmarks/out/time_to_quality_reference/medsyn'
     if ck is None:
         t0 = time.perf_counter()
         def guard(step, loss):

@@ -23,8 +23,8 @@ from .denoisers import (make_denoiser, load_denoiser, denoiser_class, n_class_em
 # %% auto #0
 __all__ = ['SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches',
            'checkpoints', 'resolve_checkpoint', 'clear_unfinished', 'loss_columns', 'read_loss_csv',
-           'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step', 'train', 'plot_loss', 'load_model',
-           'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
+           'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step', 'train', 'lr_schedule',
+           'plot_loss', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #bf586e06
 SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}
@@ -227,17 +227,21 @@ def compiled(model, mode:str='no'):
     return model if mode == 'no' else torch.compile(model, mode=None if mode == 'default' else mode)
 
 def _autocast(dev, mixed_precision:str='no'):
-    "bf16/fp16 autocast on a GPU for `mixed_precision`; nothing on a CPU."
-    if dev.type != 'cuda' or mixed_precision == 'no': return contextlib.nullcontext()
-    return torch.autocast('cuda', dtype=torch.bfloat16 if mixed_precision == 'bf16' else torch.float16)
+    "Autocast for `mixed_precision`: bf16 on a GPU or a CPU, fp16 on a GPU; nothing for no."
+    dev = torch.device(dev)
+    if mixed_precision == 'no': return contextlib.nullcontext()
+    if mixed_precision not in ('bf16', 'fp16'): raise MedsynError(f"mixed_precision must be no, bf16 or fp16, got {mixed_precision!r}")
+    if dev.type == 'cpu' and mixed_precision == 'fp16':
+        raise MedsynError("mixed_precision fp16 needs a GPU; on a CPU use bf16 (fast where the CPU has AVX-512 bf16 or AMX) or no")
+    return torch.autocast(dev.type, dtype=torch.bfloat16 if mixed_precision == 'bf16' else torch.float16)
 
 def fast_optimizer_kwargs(dev) -> dict:
     "Adam(W) options for the device: fused (one kernel for all parameters) on a GPU; torch's default on a CPU (bit-identical to earlier runs)."
     return dict(fused=True) if torch.device(dev).type == 'cuda' else {}
 
-def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None):
-    "One optimiser step (`grad_accum` micro-batches): (mean loss, per-image losses, their timesteps), all on the device: no host sync. `fwd`: the (compiled) forward of `unet`."
-    fwd, total, pers, ts = fwd or unet, 0.0, [], []
+def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None, amp=None):
+    "One optimiser step (`grad_accum` micro-batches): (mean loss, per-image losses, their timesteps), all on the device: no host sync. `fwd`: the (compiled) forward of `unet`; `amp`: an autocast context for it."
+    fwd, total, pers, ts = unet if fwd is None else fwd, 0.0, [], []   # not `fwd or unet`: a compiled module has no truth value
     for _ in range(s.grad_accum):
         with acc.accumulate(unet):
             xb, yb = batches.next()
@@ -245,7 +249,7 @@ def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None):
             t = torch.randint(0, s.num_train_timesteps, (len(xb),), generator=g, device=xb.device)
             noisy = scheduler.add_noise(xb, noise, t)
             target = noise if s.prediction == 'epsilon' else scheduler.get_velocity(xb, noise, t)
-            pred = fwd(noisy, t, class_labels=yb).sample
+            with amp or contextlib.nullcontext(): pred = fwd(noisy, t, class_labels=yb).sample
             per = diffusion_loss(pred, target, s.loss, s.huber_delta, s.pseudo_huber_c)
             per = per * snr_weights(scheduler, t, s.min_snr_gamma, s.prediction)
             l = per.mean()
@@ -265,7 +269,6 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     `deadline` (seconds since the epoch; default `MEDSYN_DEADLINE`): stop cleanly before it, save, raise `TimeLimitReached`."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
-    from diffusers.optimization import get_cosine_schedule_with_warmup
     from tqdm.auto import tqdm
     if out is None: raise MedsynError("train needs an output folder (out=... / --out DIR)")
     out = Path(out)
@@ -283,9 +286,14 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         if s[k] < 1: raise MedsynError(f"setting '{k}' must be at least 1, got {s[k]}")
     if not 0 <= s.label_dropout < 1: raise MedsynError(f"label_dropout must be in [0, 1), got {s.label_dropout}")
     if not 0 <= s.ema_decay < 1: raise MedsynError(f"ema_decay must be in [0, 1), got {s.ema_decay}")
+    if not 0 <= s.ema_power <= 1: raise MedsynError(f"ema_power must be in [0, 1] (0: diffusers' default warm-up), got {s.ema_power}")
+    if s.lr <= 0 or not math.isfinite(s.lr): raise MedsynError(f"lr must be a positive number, got {s.lr}")
     diffusion_loss(torch.zeros(1, 1), torch.zeros(1, 1), s.loss, s.huber_delta, s.pseudo_huber_c)  # check loss params
 
     dev = get_device(s.device)
+    # a GPU's autocast (and fp16's loss scaling) is accelerate's; a CPU's bf16 autocast is ours: accelerate's state is one per
+    # process and cannot change precision between two runs of one notebook or study
+    amp = _autocast(dev, s.mixed_precision) if dev.type == 'cpu' else None      # refuses fp16 on a CPU
     acc = Accelerator(cpu=dev.type == 'cpu', gradient_accumulation_steps=s.grad_accum,
                       mixed_precision=s.mixed_precision if dev.type == 'cuda' else 'no')
     dev, main = acc.device, acc.is_main_process
@@ -306,9 +314,10 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         make_denoiser(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
     cls, net_config = type(unet), dict(unet.config)   # before accelerate wraps it (DDP has no .config)
     ema_unet = cls.from_config(unet.config)           # a shell to save the EMA weights with save_pretrained
-    ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config)
+    ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config,
+                   **(dict(use_ema_warmup=True, inv_gamma=1.0, power=s.ema_power) if s.ema_power > 0 else {}))
     opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
-    sched = get_cosine_schedule_with_warmup(opt, s.warmup_steps * acc.num_processes, s.train_steps * acc.num_processes)
+    sched = lr_schedule(opt, s.lr_schedule, s.warmup_steps * acc.num_processes, s.train_steps * acc.num_processes)
     unet, opt, sched = acc.prepare(unet, opt, sched)
     ema.to(dev)
     step = 0
@@ -385,7 +394,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     try:
         while step < s.train_steps:
             snap, in_step = _rng_state(batches), True
-            l, per, t = train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd)
+            l, per, t = train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd, amp)
             fault_point('train/step')                   # fault injection (tests): a kill inside a step
             b = (t * nb // T).clamp_(max=nb - 1)
             bsum.index_add_(0, b, per.float()); bcnt.index_add_(0, b, torch.ones_like(per, dtype=torch.float))
@@ -422,6 +431,18 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         if old_handler is not None: signal.signal(signal.SIGINT, old_handler)
     if saved_at != step: save_checked(step)
     return out
+
+# %% ../nbs/02_diffusion.ipynb #343a47b3
+def lr_schedule(opt, kind:str, warmup:int, total:int):
+    "A `LambdaLR`: linear warm-up over `warmup` steps, then `kind`: cosine decay to 0 at `total`, constant, or inverse_sqrt."
+    from diffusers.optimization import get_cosine_schedule_with_warmup, get_constant_schedule_with_warmup
+    if kind == 'cosine': return get_cosine_schedule_with_warmup(opt, warmup, total)
+    if kind == 'constant': return get_constant_schedule_with_warmup(opt, warmup)
+    if kind == 'inverse_sqrt':
+        w = max(1, warmup)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: k / w if k < w else math.sqrt(w / k))
+    raise MedsynError(f"unknown lr_schedule {kind!r}. Allowed: cosine, constant, inverse_sqrt")
+
 
 # %% ../nbs/02_diffusion.ipynb #3f3af14e
 def plot_loss(runs, window:int=10, tail:int=50):

@@ -250,13 +250,16 @@ def _exact_fp32():
 
 def image_features(images, settings:dict|None=None, cache:bool=True, batch_size:int|None=None, device=None,
                    progress:bool=True, desc:str='Inception features') -> dict:
-    "Inception features {64, 192, 768, 2048: (N, d) float32} of uint8 images, from one pass and cached on disk."
+    "Inception features {64, 192, 768, 2048: (N, d) float32} of uint8 images, from one pass (in `fid_precision`: fp32, or bf16 autocast) and cached on disk."
     import torch
     from tqdm.auto import tqdm
     s = settings if settings is not None else load_settings()
     x = _raw_images(images)
     fp = weights_fingerprint(fid_weights_path(s))
-    key = hashlib.sha256(f'{FEATURE_VERSION}|{fp}|{images_hash(x)}'.encode()).hexdigest()[:40]
+    prec = s.get('fid_precision', 'fp32')
+    if prec not in ('fp32', 'bf16'): raise MedsynError(f"fid_precision must be fp32 or bf16, got {prec!r}")
+    version = FEATURE_VERSION if prec == 'fp32' else FEATURE_VERSION.replace('float32', 'bf16-autocast')  # never mixed in a cache
+    key = hashlib.sha256(f'{version}|{fp}|{images_hash(x)}'.encode()).hexdigest()[:40]
     path = cache_dir(s)/'features'/f'{key}.npz'
     if cache and path.exists():
         try:
@@ -267,7 +270,8 @@ def image_features(images, settings:dict|None=None, cache:bool=True, batch_size:
     dev = next(net.parameters()).device
     bs = int(batch_size or s.get('fid_batch_size', 64))
     feats = {t: [] for t in TAPS}
-    with torch.inference_mode(), _exact_fp32(), tqdm(total=len(x), desc=desc, unit='img', disable=not progress) as bar:
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if prec == 'bf16' else contextlib.nullcontext()
+    with torch.inference_mode(), _exact_fp32(), amp, tqdm(total=len(x), desc=desc, unit='img', disable=not progress) as bar:
         for i in range(0, len(x), bs):
             fault_point('features/batch')
             out = net(_to_nchw3(x[i:i+bs]).to(dev))

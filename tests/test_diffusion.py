@@ -367,6 +367,28 @@ def test_recipes_train_and_sample(tmp_path, loss, extra):
         assert load_json(run / "config.json")["settings"]["prediction"] == "epsilon"
 
 
+# ---- short-run recipes: bf16 autocast on the CPU, anytime schedules, EMA power warm-up --------------------------
+
+def test_bf16_inverse_sqrt_ema_power_resume_exactly(tmp_path):
+    kw = dict(preset="smoke", progress=False, train_steps=4, warmup_steps=2, checkpoint_every=10, lr_schedule="inverse_sqrt",
+              ema_power=0.75, mixed_precision="bf16")
+    full = D.train("breastmnist", "l2", tmp_path / "full", **kw)
+    lr = D.read_loss_csv(full).lr.tolist()                        # lr after steps 1..4 (warm-up 2): 1/2, 1, sqrt(2/3), sqrt(2/4)
+    assert np.allclose(lr, 2e-4 * np.array([0.5, 1.0, (2 / 3) ** 0.5, 0.5 ** 0.5]))
+    def stop_at_2(step, loss):
+        if step == 2: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        D.train("breastmnist", "l2", tmp_path / "part", callback=stop_at_2, **kw)
+    D.train("breastmnist", "l2", tmp_path / "part", resume=True, **kw)
+    for sub in ("unet", "unet_ema"):                              # resumed == uninterrupted, raw and EMA weights
+        assert same_weights(weights(full, 4, sub), weights(tmp_path / "part", 4, sub))
+    fp32 = D.train("breastmnist", "l2", tmp_path / "fp32", **{**kw, "mixed_precision": "no"})
+    assert not same_weights(weights(full, 4), weights(fp32, 4))  # the autocast was applied
+    with pytest.raises(MedsynError, match="fp16 needs a GPU"):
+        D.train("breastmnist", "l2", tmp_path / "fp16", **{**kw, "mixed_precision": "fp16"})
+    assert not (tmp_path / "fp16").exists()
+
+
 # ---- model and losses -----------------------------------------------------------------------------------------
 
 def test_unet_presets():
