@@ -107,7 +107,7 @@ def report(rows, a, kv):
     syn = df[df.minutes > 0].sort_values(['dataset', 'minutes'])
     ref = df[df.minutes == 0].set_index('dataset')
     tab = pd.DataFrame(dict(
-        dataset=syn.dataset, minutes=syn.minutes, steps=syn.steps,
+        dataset=syn.dataset, minutes=syn.minutes, steps=syn.steps.astype(int),
         fid64=[f"{v:.3f} [{l:.3f}, {h:.3f}]" for v, l, h in zip(syn.fid64, syn.fid64_lo, syn.fid64_hi)],
         floor64=syn.fid64_floor.round(3),
         fid2048=[f"{v:.1f} [{l:.1f}, {h:.1f}]" for v, l, h in zip(syn.fid2048, syn.fid2048_lo, syn.fid2048_hi)],
@@ -117,11 +117,14 @@ def report(rows, a, kv):
         tstr_auc=[f"{v:.3f} ± {h:.3f}" for v, h in zip(syn.tstr_auc, syn.tstr_auc_half)],
         real_auc=[f"{ref.tstr_auc[d]:.3f} ± {ref.tstr_auc_half[d]:.3f}" for d in syn.dataset]))
     Path('tables').mkdir(exist_ok=True)
-    tab.to_csv('tables/quality_vs_compute.csv', index=False)
+    num = df.drop(columns=[c for c in ('recipe',) if c in df]).sort_values(['dataset', 'minutes'])
+    num.to_csv('tables/quality_vs_compute.csv', index=False)              # every number, minutes 0 = real-trained reference
     note = (f"Recipe `{a.preset}` preset + {kv or 'nothing'}; {machine()}; n = {a.n} images a side (FID floor: as many real training "
             f"images vs the same test images); intervals: FID bootstrap 95 %, KID 2.5-97.5 % over 50 subsets, TSTR t-interval "
             f"over {len(a.clf_seeds)} classifier seeds (one generator per point). `benchmarks/quality_vs_compute.py`.")
-    Path('tables/quality_vs_compute.md').write_text(tab.to_markdown(index=False) + '\n\n' + note + '\n')
+    md = ['| ' + ' | '.join(tab.columns) + ' |', '|' + '---|' * len(tab.columns)] + \
+         ['| ' + ' | '.join(str(v) for v in r) + ' |' for r in tab.itertuples(index=False)]
+    Path('tables/quality_vs_compute.md').write_text('\n'.join(md) + '\n\n' + note + '\n')
     dsets = list(dict.fromkeys(syn.dataset))
     fig, axs = plt.subplots(3, len(dsets), figsize=(4.2 * len(dsets), 9), squeeze=False, sharex=True)
     for j, d in enumerate(dsets):
