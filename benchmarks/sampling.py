@@ -31,7 +31,7 @@ def main():
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='auto')
     p.add_argument('--compile', default='no', help='compile setting of the denoiser (no, default, reduce-overhead, max-autotune)')
-    p.add_argument('--mixed-precision', default='no', help='bf16 autocast of the denoiser on a GPU (no, bf16)')
+    p.add_argument('--mixed-precision', default='no', help='bf16 autocast of the denoiser, on a GPU or a CPU (no, bf16)')
     p.add_argument('--out', default='benchmarks/out/sampling')
     a = p.parse_args()
     import torch
