@@ -17,7 +17,8 @@ import numpy as np
 __all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'SCHEMA', 'MedsynError',
            'TimeLimitReached', 'deadline_from_env', 'Key', 'loss_run_dirs', 'backbone_run_dirs', 'parse_value',
            'repo_root', 'settings_path', 'Settings', 'presets', 'load_settings', 'split_overrides', 'seed_everything',
-           'get_device', 'versions', 'run_record', 'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
+           'get_device', 'bf16_fast', 'resolve_precision', 'versions', 'run_record', 'fault_point', 'atomic_path',
+           'save_json', 'load_json', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #31f8881b
 class MedsynError(Exception):
@@ -94,7 +95,7 @@ SCHEMA = {
     'lr_schedule': Key('str', 'learning-rate schedule after the linear warm-up: cosine decay to 0 at train_steps, constant, or inverse_sqrt (lr * sqrt(warmup_steps / step))', ('cosine', 'constant', 'inverse_sqrt')),
     'ema_decay': Key('float', 'EMA decay of the weights (0: no EMA)'),
     'ema_power': Key('float', "EMA warm-up: 0 gives diffusers' default decay min(ema_decay, (1+k)/(10+k)); p > 0 gives min(ema_decay, 1-(1+k)^-p) (Karras: 2/3 short runs, 3/4 long)"),
-    'mixed_precision': Key('str', 'autocast of the denoiser and classifiers: bf16 on a GPU or a CPU (CPUs with AVX-512 bf16 or AMX gain), fp16 on a GPU only', ('no', 'bf16', 'fp16')),
+    'mixed_precision': Key('str', 'autocast of the denoiser and classifiers: bf16 on a GPU or a CPU (CPUs with AVX-512 bf16 or AMX gain), fp16 on a GPU only; auto = bf16 where the device runs it fast (bf16_fast), else no', ('no', 'auto', 'bf16', 'fp16')),
     'compile': Key('str', 'torch.compile mode of the denoiser and classifiers in training and sampling (no: eager)',
                    ('no', 'default', 'reduce-overhead', 'max-autotune')),
     'label_dropout': Key('float', 'probability of the null class (classifier-free guidance)'),
@@ -114,7 +115,7 @@ SCHEMA = {
     'fid_features': Key('list[int]', 'Inception feature sizes for FID', (64, 192, 768, 2048)),
     'fid_weights': Key('str', 'path of FID Inception weights (empty: resolve automatically)'),
     'fid_batch_size': Key('int', 'images per Inception batch'),
-    'fid_precision': Key('str', 'precision of the Inception pass: fp32, or bf16 autocast (faster on CPUs with AVX-512 bf16; features differ slightly, benchmarks/RESULTS.md)', ('fp32', 'bf16')),
+    'fid_precision': Key('str', 'precision of the Inception pass: fp32, or bf16 autocast (faster on CPUs with AVX-512 bf16; features differ slightly, benchmarks/RESULTS.md); auto = bf16 where the device runs it fast, else fp32', ('fp32', 'auto', 'bf16')),
     'eval_split': Key('str', 'real split compared with synthetic images', ('train', 'val', 'test')),
     'eval_max_images': Key('int', 'cap on images per set in evaluation (0: all)'),
     'kid_subset_size': Key('int', 'KID subset size'),
@@ -279,6 +280,20 @@ def get_device(device:str='auto'):
     import torch
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     return torch.device(device)
+
+def bf16_fast(device, cpuinfo='/proc/cpuinfo') -> bool:
+    "Whether bf16 autocast pays on `device`: a CUDA GPU with bf16, or a CPU whose flags (Linux's `cpuinfo`) have AVX-512 bf16 or AMX."
+    import torch
+    dev = torch.device(device)
+    if dev.type == 'cuda': return torch.cuda.is_bf16_supported()
+    if dev.type != 'cpu': return False
+    try: flags = set(Path(cpuinfo).read_text().split())
+    except OSError: return False           # not Linux, or no such file: say no (bf16 emulated in software is slower than fp32)
+    return bool(flags & {'avx512_bf16', 'amx_bf16'})
+
+def resolve_precision(value:str, device, off:str='no') -> str:
+    "The precision a run uses: `auto` becomes bf16 where `bf16_fast(device)`, else `off` (no, or fp32 for the Inception pass)."
+    return ('bf16' if bf16_fast(device) else off) if value == 'auto' else value
 
 _PKGS = ('torch', 'torchvision', 'diffusers', 'accelerate', 'torchmetrics', 'torch-fidelity', 'medmnist',
          'numpy', 'scikit-learn', 'lime', 'papermill', 'medsyn')

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device,
-                         run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env, fault_point)
+                         run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env, fault_point,
+                         resolve_precision)
 from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, to_uint8,
                          image_grid, save_figure, class_rows, sidecar_path, subset_indices, indices_digest)
 from .denoisers import (make_denoiser, load_denoiser, denoiser_class, n_class_embeds, n_params, parse_model,
@@ -227,10 +228,11 @@ def compiled(model, mode:str='no'):
     return model if mode == 'no' else torch.compile(model, mode=None if mode == 'default' else mode)
 
 def _autocast(dev, mixed_precision:str='no'):
-    "Autocast for `mixed_precision`: bf16 on a GPU or a CPU, fp16 on a GPU; nothing for no."
+    "Autocast for `mixed_precision`: bf16 on a GPU or a CPU, fp16 on a GPU; nothing for no; auto as `resolve_precision` says."
     dev = torch.device(dev)
+    mixed_precision = resolve_precision(mixed_precision, dev)
     if mixed_precision == 'no': return contextlib.nullcontext()
-    if mixed_precision not in ('bf16', 'fp16'): raise MedsynError(f"mixed_precision must be no, bf16 or fp16, got {mixed_precision!r}")
+    if mixed_precision not in ('bf16', 'fp16'): raise MedsynError(f"mixed_precision must be no, auto, bf16 or fp16, got {mixed_precision!r}")
     if dev.type == 'cpu' and mixed_precision == 'fp16':
         raise MedsynError("mixed_precision fp16 needs a GPU; on a CPU use bf16 (fast where the CPU has AVX-512 bf16 or AMX) or no")
     return torch.autocast(dev.type, dtype=torch.bfloat16 if mixed_precision == 'bf16' else torch.float16)
@@ -293,9 +295,10 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     dev = get_device(s.device)
     # a GPU's autocast (and fp16's loss scaling) is accelerate's; a CPU's bf16 autocast is ours: accelerate's state is one per
     # process and cannot change precision between two runs of one notebook or study
-    amp = _autocast(dev, s.mixed_precision) if dev.type == 'cpu' else None      # refuses fp16 on a CPU
+    mp = resolve_precision(s.mixed_precision, dev)                                 # auto: bf16 where the device runs it fast
+    amp = _autocast(dev, mp) if dev.type == 'cpu' else None                       # refuses fp16 on a CPU
     acc = Accelerator(cpu=dev.type == 'cpu', gradient_accumulation_steps=s.grad_accum,
-                      mixed_precision=s.mixed_precision if dev.type == 'cuda' else 'no')
+                      mixed_precision=mp if dev.type == 'cuda' else 'no')
     dev, main = acc.device, acc.is_main_process
     seed_everything(s.seed)
     ds = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
@@ -338,7 +341,8 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         rec = run_record(s, seed=s.seed, **meta, denoiser_config=net_config, denoiser=cls.__name__,
-                         n_params=n_params(unet), n_train_images=len(ds), real_images=real_images, processes=acc.num_processes, device=str(dev))
+                         n_params=n_params(unet), n_train_images=len(ds), real_images=real_images, processes=acc.num_processes, device=str(dev),
+                         precision=mp)
         if resume: rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}; rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
         save_json(rec, out/'config.json')
         rows = []
@@ -575,7 +579,8 @@ def sample(checkpoint, per_class:int, out, sampler:str='ddim', steps:int=50, eta
     rec = run_record(s, seed=seed, flag=meta['flag'], checkpoint=str(ck), step=meta['step'], loss=meta['loss'], ema=ema,
                      sampler=sampler, steps=int(steps), eta=eta, guidance=guidance, per_class=int(per_class),
                      n_images=len(imgs), label_names=meta['label_names'], batch_size=batch_size,
-                     device=str(next(unet.parameters()).device), seconds=secs, images_per_s=len(imgs) / max(secs, 1e-9))
+                     device=str(next(unet.parameters()).device), seconds=secs, images_per_s=len(imgs) / max(secs, 1e-9),
+                     precision=resolve_precision(s.mixed_precision, next(unet.parameters()).device))
     save_json(rec, sidecar_path(out))
     if grid is not None:
         real = load_medmnist(meta['flag'], 'train', meta['image_size'], s.data_dir or None)

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 from .core import (MedsynError, load_settings, split_overrides, run_record, save_json, atomic_path,
-                         cache_dir, get_device, fault_point)
+                         cache_dir, get_device, fault_point, resolve_precision)
 from .data import MedMNISTSplit, SPLITS, load_medmnist, load_npz, sidecar_path, image_grid, save_figure
 
 # %% auto #0
 __all__ = ['FID_WEIGHTS_ENV', 'HUB_FILES', 'FID_HELPER', 'CONVERTED_FILE', 'CONVERTED_FINGERPRINT', 'TAPS', 'FEATURE_VERSION',
            'STATS', 'fid_helper_names', 'file_sha256', 'state_fingerprint', 'weights_fingerprint', 'fid_helper_file',
-           'convert_fid_helper', 'fid_weights_path', 'images_hash', 'inception', 'image_features', 'rank_deficient',
-           'fid_from_features', 'fid_interval', 'kid_from_features', 'prdc', 'nearest_neighbours', 'memorisation_audit',
-           'closest_pairs_figure', 'draw_indices', 'evaluate', 'metrics_table', 'evaluate_cli']
+           'convert_fid_helper', 'fid_weights_path', 'images_hash', 'inception', 'feature_precision', 'image_features',
+           'rank_deficient', 'fid_from_features', 'fid_interval', 'kid_from_features', 'prdc', 'nearest_neighbours',
+           'memorisation_audit', 'closest_pairs_figure', 'draw_indices', 'evaluate', 'metrics_table', 'evaluate_cli']
 
 # %% ../nbs/03_metrics.ipynb #d9135b52
 FID_WEIGHTS_ENV = 'MEDSYN_FID_WEIGHTS'
@@ -248,6 +248,12 @@ def _exact_fp32():
     try: yield
     finally: torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
+def feature_precision(settings:dict, device=None) -> str:
+    "The Inception pass's precision for `settings` on `device` (default: the settings' device): fp32 or bf16 (`auto` resolved)."
+    import torch
+    dev = torch.device(device) if device is not None else get_device(settings.get('device', 'auto'))
+    return resolve_precision(settings.get('fid_precision', 'fp32'), dev, off='fp32')
+
 def image_features(images, settings:dict|None=None, cache:bool=True, batch_size:int|None=None, device=None,
                    progress:bool=True, desc:str='Inception features') -> dict:
     "Inception features {64, 192, 768, 2048: (N, d) float32} of uint8 images, from one pass (in `fid_precision`: fp32, or bf16 autocast) and cached on disk."
@@ -256,8 +262,8 @@ def image_features(images, settings:dict|None=None, cache:bool=True, batch_size:
     s = settings if settings is not None else load_settings()
     x = _raw_images(images)
     fp = weights_fingerprint(fid_weights_path(s))
-    prec = s.get('fid_precision', 'fp32')
-    if prec not in ('fp32', 'bf16'): raise MedsynError(f"fid_precision must be fp32 or bf16, got {prec!r}")
+    prec = feature_precision(s, device)
+    if prec not in ('fp32', 'bf16'): raise MedsynError(f"fid_precision must be fp32, auto or bf16, got {prec!r}")
     version = FEATURE_VERSION if prec == 'fp32' else FEATURE_VERSION.replace('float32', 'bf16-autocast')  # never mixed in a cache
     key = hashlib.sha256(f'{version}|{fp}|{images_hash(x)}'.encode()).hexdigest()[:40]
     path = cache_dir(s)/'features'/f'{key}.npz'
@@ -560,7 +566,7 @@ def evaluate(real:str, synthetic, split:str|None=None, settings:dict|None=None, 
                          f"images ({a_['nearcopy_share']:.1%}) are near-copies of training images (ratio < "
                          f"{aud['threshold']:g}); held-out real images: {a_['test_nearcopy_share']:.1%}")
     if len(ia) < len(tr): flags.append(f"Inception-space audit searched {len(ia)} of {len(tr)} training images (audit_train_images)")
-    res['record'] = run_record(s, seed=seed)
+    res['record'] = run_record(s, seed=seed, fid_precision=feature_precision(s))
     if out is not None:
         out = Path(out)
         with atomic_path(out.with_name(out.stem + '_audit.npz')) as tmp: np.savez(tmp, **aud['per_image'])

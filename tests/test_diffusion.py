@@ -389,6 +389,22 @@ def test_bf16_inverse_sqrt_ema_power_resume_exactly(tmp_path):
     assert not (tmp_path / "fp16").exists()
 
 
+def test_mixed_precision_auto_follows_the_cpu(tmp_path, monkeypatch):
+    "`auto` trains in bf16 where the CPU has AVX-512 bf16 or AMX and in fp32 where it would be emulated; the record says which."
+    import medsyn.core as C
+    kw = dict(preset="smoke", progress=False, train_steps=2, warmup_steps=1, checkpoint_every=10)
+    runs = {}
+    for name, fast in (("fast", True), ("slow", False)):
+        monkeypatch.setattr(C, "bf16_fast", lambda device, cpuinfo=None, fast=fast: fast)
+        runs[name] = D.train("breastmnist", "l2", tmp_path / name, mixed_precision="auto", **kw)
+        assert load_json(runs[name] / "config.json")["precision"] == ("bf16" if fast else "no")
+    bf16 = D.train("breastmnist", "l2", tmp_path / "bf16", mixed_precision="bf16", **kw)
+    fp32 = D.train("breastmnist", "l2", tmp_path / "fp32", mixed_precision="no", **kw)
+    assert same_weights(weights(runs["fast"], 2), weights(bf16, 2))
+    assert same_weights(weights(runs["slow"], 2), weights(fp32, 2))
+    assert not same_weights(weights(bf16, 2), weights(fp32, 2))
+
+
 # ---- model and losses -----------------------------------------------------------------------------------------
 
 def test_unet_presets():
