@@ -283,7 +283,7 @@ def get_device(device:str='auto'):
 
 def bf16_fast(device, cpuinfo='/proc/cpuinfo') -> bool:
     "Whether bf16 autocast pays on `device`: a CUDA GPU with bf16, or a CPU whose flags (Linux's `cpuinfo`) have AVX-512 bf16 or AMX."
-    import torch
+    import torch                           # core imports torch only where used, as get_device does: loading settings stays fast
     dev = torch.device(device)
     if dev.type == 'cuda': return torch.cuda.is_bf16_supported()
     if dev.type != 'cpu': return False

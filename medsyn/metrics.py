@@ -250,7 +250,7 @@ def _exact_fp32():
 
 def feature_precision(settings:dict, device=None) -> str:
     "The Inception pass's precision for `settings` on `device` (default: the settings' device): fp32 or bf16 (`auto` resolved)."
-    import torch
+    import torch                           # metrics imports torch where used, as image_features does: the metric maths is numpy
     dev = torch.device(device) if device is not None else get_device(settings.get('device', 'auto'))
     return resolve_precision(settings.get('fid_precision', 'fp32'), dev, off='fp32')
 
