@@ -19,7 +19,7 @@ from .data import (MedMNISTSplit, load_medmnist, load_npz, medmnist_info, to_ten
 __all__ = ['DEFAULT_INPUT_SIZE', 'MIN_INPUT_SIZE', 'check_arch', 'weights_file', 'imagenet_state', 'Classifier', 'small_cnn',
            'build_classifier', 'task_kind', 'classification_metrics', 'predict', 'clf_schedule', 'train_classifier',
            'load_synthetic', 'concat', 'stratified_take', 'mix_in', 'check_regime', 'load_classifier', 'classify',
-           'write_synthetic', 'curve_table', 'augmentation_curve', 'class_fidelity', 'pop_option', 'classify_cli']
+           'write_synthetic', 'class_fidelity', 'pop_option', 'classify_cli']
 
 # %% ../nbs/04_classify.ipynb #5bfdb20b
 DEFAULT_INPUT_SIZE = {'resnet18_28': None, 'resnet18': 224, 'resnet50': 224, 'densenet121': 224, 'vgg19_bn': 224, 'cnn': None}
@@ -290,27 +290,20 @@ def mix_in(real:MedMNISTSplit, syn:MedMNISTSplit, ratio:float, seed:int=0, n_syn
 
 # %% ../nbs/04_classify.ipynb #4884fddd
 def check_regime(regime:str) -> str:
+    if regime == 'low_data':
+        raise MedsynError("the low_data regime is gone: it mixed any synthetic set into a real subset without asking which "
+                          "images its generator saw. The scarce-data experiment (medsyn.scarce, `medsyn study`) trains a "
+                          "generator on each subset only and checks the records")
     if regime not in REGIMES: raise MedsynError(f"unknown regime '{regime}'. Valid regimes: {', '.join(REGIMES)}")
     return regime
 
-def _plan(regime, real, syn, s, fraction, seed, n_synthetic):
-    "Cells of a regime: list of (name, train set, extra info), built before any training (so bad input fails early)."
-    cells = []
-    if regime == 'real': cells.append(('', real, dict(n_real=len(real), n_synthetic=0)))
-    elif regime == 'synthetic': cells.append(('', syn, dict(n_real=0, n_synthetic=len(syn))))
-    elif regime == 'mixed':
-        tr, k = mix_in(real, syn, s.mix_ratio, seed, n_synthetic)
-        cells.append(('', tr, dict(n_real=len(real), n_synthetic=k)))
-    else:
-        for f in ([fraction] if fraction is not None else s.fractions):
-            sub = subsample(real, fraction=f, seed=seed)
-            empty = [c for c, k in enumerate(sub.class_counts()) if k == 0]
-            if empty: raise MedsynError(f"fraction {f} leaves class(es) {empty} of {real.flag} without images")
-            cells.append((f"frac-{f:g}", sub, dict(fraction=f, with_synthetic=False, n_real=len(sub), n_synthetic=0)))
-            if syn is not None:
-                tr, k = mix_in(sub, syn, s.mix_ratio, seed, n_synthetic)
-                cells.append((f"frac-{f:g}+syn", tr, dict(fraction=f, with_synthetic=True, n_real=len(sub), n_synthetic=k)))
-    return cells
+def _plan(regime, real, syn, s, seed, n_synthetic):
+    "The regime's one cell: (name, train set, extra info), built before any training (so bad input fails early)."
+    if regime == 'real': return [('', real, dict(n_real=len(real), n_synthetic=0))]
+    if regime == 'synthetic': return [('', syn, dict(n_real=0, n_synthetic=len(syn)))]
+    tr, k = mix_in(real, syn, s.mix_ratio, seed, n_synthetic)
+    return [('', tr, dict(n_real=len(real), n_synthetic=k))]
+
 
 # %% ../nbs/04_classify.ipynb #42658763
 def _save_model(model, meta:dict, d:Path):
@@ -351,7 +344,7 @@ def _publish(stage:Path, out:Path):
     shutil.rmtree(stage, ignore_errors=True)
 
 # %% ../nbs/04_classify.ipynb #9c866cfb
-def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, fraction:float|None=None, seeds=None,
+def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, seeds=None,
              settings=None, progress:bool=True, input_size:int|None=None, n_synthetic:int|None=None, device=None) -> dict:
     "Train classifiers of `regime` on `dataset` (one per seed and cell), test them on the real test split, write `out/`."
     from tqdm.auto import tqdm
@@ -361,17 +354,10 @@ def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, f
     seeds = [int(x) for x in (seeds if seeds is not None else s.seeds)]
     if not seeds: raise MedsynError("give at least one seed")
     info = medmnist_info(dataset); check_conditioning(info); task_kind(info['task'])
-    if fraction is not None:
-        if regime != 'low_data': raise MedsynError(f"fraction applies to the low_data regime only (regime is '{regime}')")
-        if not (0 < float(fraction) <= 1): raise MedsynError(f"fraction must be in (0, 1], got {fraction}")
-        fraction = float(fraction)
-    if regime == 'low_data':
-        for f in ([fraction] if fraction is not None else s.fractions):
-            if not (0 < f <= 1): raise MedsynError(f"fraction must be in (0, 1], got {f}")
     if regime in ('synthetic', 'mixed') and synthetic is None:
         raise MedsynError(f"the {regime} regime needs a synthetic data set: pass --synthetic FILE.npz")
     if regime == 'real' and synthetic is not None:
-        raise MedsynError("the real regime trains on real images only: leave out --synthetic (use mixed or low_data)")
+        raise MedsynError("the real regime trains on real images only: leave out --synthetic (use mixed)")
     syn = load_synthetic(synthetic, dataset, s.image_size, need_all_classes=regime == 'synthetic') if synthetic else None
     real = None
     if regime != 'synthetic':
@@ -379,7 +365,7 @@ def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, f
         if s.train_fraction != 1.0: real = subsample(real, fraction=s.train_fraction, seed=s.seed)
     val = load_medmnist(dataset, 'val', s.image_size, s.data_dir or None)
     test = load_medmnist(dataset, 'test', s.image_size, s.data_dir or None)
-    plans = {seed: _plan(regime, real, syn, s, fraction, seed, n_synthetic) for seed in seeds}   # fails before training
+    plans = {seed: _plan(regime, real, syn, s, seed, n_synthetic) for seed in seeds}   # fails before training
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.partial-'))
@@ -406,7 +392,7 @@ def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, f
         res = dict(dataset=dataset, regime=regime, arch=arch, seeds=seeds, synthetic=str(synthetic) if synthetic else None,
                    label_names=info['label_names'], task=info['task'], cells=list(cells.values()),
                    run_record=run_record(s, seeds=seeds, regime=regime, dataset=dataset, arch=arch))
-        if regime != 'low_data': res.update(mean=res['cells'][0]['mean'], std=res['cells'][0]['std'])
+        res.update(mean=res['cells'][0]['mean'], std=res['cells'][0]['std'])
         with atomic_path(stage/'predictions.npz') as t: np.savez(t, **preds)
         save_json(res, stage/'metrics.json')
         _publish(stage, out)
@@ -423,30 +409,6 @@ def write_synthetic(path, images:np.ndarray, labels, flag:str, **meta) -> Path:
     with atomic_path(path) as t: np.savez_compressed(t, train_images=images, train_labels=labels)
     save_json(dict(flag=flag, n=len(images), **meta), path.with_suffix('.json'))
     return path
-
-# %% ../nbs/04_classify.ipynb #b333bfd5
-def curve_table(metrics:dict, metric:str='auc'):
-    "The low-data cells of a `classify` result as a DataFrame: fraction, with_synthetic, n_real, mean, std."
-    import pandas as pd
-    rows = []
-    for c in metrics['cells']:
-        if 'fraction' not in c: continue
-        ps = list(c['per_seed'].values())
-        rows.append(dict(fraction=c['fraction'], with_synthetic=c['with_synthetic'], n_real=ps[0]['n_real'],
-                         n_synthetic=ps[0]['n_synthetic'], mean=c['mean'][metric], std=c['std'][metric], seeds=len(ps)))
-    if not rows: raise MedsynError("no low_data cells in these metrics: run the low_data regime")
-    return pd.DataFrame(rows).sort_values(['with_synthetic', 'fraction']).reset_index(drop=True)
-
-def augmentation_curve(metrics:dict, metric:str='auc', ax=None):
-    "Plot test `metric` against real training images, with and without synthetic images (mean ± std across seeds)."
-    import matplotlib.pyplot as plt
-    t = curve_table(metrics, metric)
-    if ax is None: _, ax = plt.subplots(figsize=(4.2, 3))
-    for w, g in t.groupby('with_synthetic'):
-        ax.errorbar(g['n_real'], g['mean'], yerr=g['std'], marker='o', capsize=3, label='real + synthetic' if w else 'real only')
-    ax.set_xscale('log'); ax.set_xlabel('real training images'); ax.set_ylabel(f"test {metric.upper()}")
-    ax.set_title(f"{metrics['dataset']}: augmentation curve ({metrics['arch']})", fontsize=9); ax.legend(fontsize=8)
-    return ax.figure
 
 # %% ../nbs/04_classify.ipynb #2c92fec9
 def _per_class_auc(y, scores, n_classes):
@@ -516,9 +478,8 @@ def classify_cli(argv:list|None=None):
     p.add_argument('--regime', help=f"one of: {', '.join(REGIMES)}")
     p.add_argument('--synthetic', help='synthetic MedMNIST-format npz (with its JSON side-car)')
     p.add_argument('--arch', help=f"architecture (default: first of the archs setting): {', '.join(ARCHS)}")
-    p.add_argument('--fraction', type=float, help='low_data: one fraction of the real training split (default: the fractions setting)')
     p.add_argument('--input-size', type=int, help='resize input to this size for torchvision archs (default 224)')
-    p.add_argument('--n-synthetic', type=int, help='mixed/low_data: synthetic images added (default: mix_ratio x real images)')
+    p.add_argument('--n-synthetic', type=int, help='mixed: synthetic images added (default: mix_ratio x real images)')
     p.add_argument('--preset', default=None, help='settings preset (smoke, quick, cpu, paper)')
     p.add_argument('--fidelity-of', metavar='FILE.npz', help='class fidelity of this synthetic set, judged by --model')
     p.add_argument('--model', help='with --fidelity-of: a real-trained classifier folder (…/seed-<s>)')
@@ -535,7 +496,7 @@ def classify_cli(argv:list|None=None):
               f"(real test: F1 {res['real_test']['f1_macro']:.3f}, AUC {res['real_test']['auc']:.3f}); wrote {Path(a.out)/'fidelity.json'}")
         return 0
     if not a.dataset or not a.regime: raise MedsynError("--dataset and --regime are required (or --fidelity-of with --model)")
-    res = classify(a.dataset, a.regime, a.out, a.synthetic, a.arch, a.fraction, None, s, not a.quiet, a.input_size, a.n_synthetic)
+    res = classify(a.dataset, a.regime, a.out, a.synthetic, a.arch, None, s, not a.quiet, a.input_size, a.n_synthetic)
     for c in res['cells']:
         m, sd = c['mean'], c['std']
         print(f"{a.dataset} {c['cell']}: ACC {m['acc']:.3f} ± {sd['acc']:.3f}, AUC {m['auc']:.3f} ± {sd['auc']:.3f}, "

@@ -133,7 +133,7 @@ class RunLock:
     def __exit__(self, *exc): self.release()
 
 # %% ../nbs/11_cluster.ipynb #25311dd1
-RUNS_FORMAT = 1
+RUNS_FORMAT = 2     # 2: the scarce-data experiment keeps a folder per subset draw (low_data/frac-<f>/draw-<k>)
 RUNS_MARKER = 'medsyn-runs.json'
 
 def check_runs_format(runs_dir, write:bool=True) -> dict:

@@ -41,7 +41,7 @@ LOSSES = ('l2', 'l1', 'huber', 'pseudo_huber')
 BACKBONES, MODEL_SIZES = ('unet', 'swin', 'dit'), ('tiny', 'small', 'base')
 MODELS = tuple(f'{b}-{s}' for b in BACKBONES for s in MODEL_SIZES)   # denoisers (nbs/01a_denoisers.ipynb)
 ARCHS = ('resnet18_28', 'resnet18', 'resnet50', 'densenet121', 'vgg19_bn', 'cnn')
-REGIMES = ('real', 'synthetic', 'mixed', 'low_data')
+REGIMES = ('real', 'synthetic', 'mixed')
 
 @dataclass(frozen=True)
 class Key:
@@ -132,9 +132,12 @@ SCHEMA = {
     'clf_lr': Key('float', 'classifier learning rate (Adam)'),
     'pretrained': Key('str', 'ImageNet weights for torchvision classifiers', ('false', 'true', 'required')),
     'mix_ratio': Key('float', 'synthetic images per real image in the mixed regime'),
-    'fractions': Key('list[float]', 'real training fractions of the low-data curve'),
+    'fractions': Key('list[float]', 'real training fractions of the scarce-data experiment (those below 1)'),
     # the scarce-data experiment (nbs/09_scarce.ipynb)
     'low_data_datasets': Key('list[str]', "data sets that run the scarce-data experiment ('all': every data set of the grid)", DATASETS_2D + ('all',)),
+    'low_data_losses': Key('list[str]', "losses whose cells train scarce-data generators ('all': every loss of the grid)", LOSSES + ('all',)),
+    'low_data_subset_seeds': Key('list[int]', 'independent draws of each scarce-data subset: each seed draws its own training (and validation) subset, with its own generator and arms'),
+    'low_data_val': Key('list[str]', "validation images the scarce-data arms pick their epoch on: scarce (the same fraction of the validation split, drawn with the subset) or full (all of it); a list runs both", ('scarce', 'full')),
     'low_data_seeds': Key('list[int]', 'classifier seeds of each scarce-data arm (paired across arms)'),
     'low_data_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arms (a list sweeps them)'),
     'low_data_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)'),

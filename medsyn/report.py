@@ -116,7 +116,7 @@ def collect(runs_root) -> dict:
             for r in (pv or {}).get('full', {}).get('over_steps', []): T['privacy_steps'].append(dict(dataset=d, loss=l, **r))
             for g, au in (pv or {}).items():
                 for atk, r in au['attacks'].items():
-                    T['privacy'].append(dict(dataset=d, loss=l, generator=g, fraction=au['fraction'], members=au['n_members'],
+                    T['privacy'].append(dict(dataset=d, loss=l, generator=g, fraction=au['fraction'], draw=au.get('draw'), members=au['n_members'],
                                              reported=au['n_reported'][0], attack=atk, auc=r['auc'], auc_low=r['auc_low'], auc_high=r['auc_high'],
                                              tpr_1pct=r['tpr_at_1pct_fpr'], tpr_0_1pct=r['tpr_at_0_1pct_fpr'], timestep=r.get('timestep'),
                                              verdict=r['verdict'], fpr=r['fpr'], tpr=r['tpr']))
@@ -125,7 +125,7 @@ def collect(runs_root) -> dict:
             T['files'].append(dict(dataset=d, loss=l, grid=run/'grid.png', closest=run/'metrics_closest.png', lime=sorted((run/'lime').glob('*.png')) if (run/'lime').exists() else [],
                                    synthetic=run/'synthetic.npz'))
     from medsyn.scarce import collect_scarce
-    sc = collect_scarce(runs_root)     # runs the leak check on every per-fraction generator
+    sc = collect_scarce(runs_root)     # runs the leak checks on every subset generator and across draws
     out = dict(scarce_rows=sc['rows'], scarce_generators=sc['generators'], backbones=collect_backbones(runs_root))
     for k, v in T.items():
         if k in ('missing', 'files'): out[k] = v
@@ -351,19 +351,27 @@ def fig_downstream(T:dict, figures_dir) -> list:
     return save_fig(fig, figures_dir, 'downstream')
 
 def fig_low_data(T:dict, figures_dir) -> list:
-    "The scarce-data experiment: AUC and accuracy against real training images, per arm, with 95 % intervals (`medsyn.scarce.fig_scarce`)."
-    from medsyn.scarce import scarce_table, fig_scarce
+    "The scarce-data experiment: paired ΔAUC against real images per class, per arm, intervals over draws; ΔAUC against generator KID (`medsyn.scarce.fig_scarce`)."
+    from medsyn.scarce import scarce_table, draw_table, fig_scarce
     _style()
     R = T.get('scarce_rows', pd.DataFrame())
     if R.empty: return []
     t = scarce_table(R, T.get('scarce_generators'), missing=T.setdefault('missing', []))
-    return save_fig(fig_scarce(t), figures_dir, 'low_data') if not t.empty else []
+    if t.empty or (t['arm'] == 'real').all(): return []
+    return save_fig(fig_scarce(t, draw_table(R, T.get('scarce_generators'))), figures_dir, 'low_data')
+
+def _generator_name(r, short:bool=False) -> str:
+    "'all real images' (or 'all'), or '10 % subset, draw 1' (or '10 %/1') for a privacy row."
+    if r['fraction'] >= 1: return 'all' if short else 'all real images'
+    draw = r.get('draw')
+    k = '' if draw is None or pd.isna(draw) else (f"/{int(draw)}" if short else f", draw {int(draw)}")
+    return f"{r['fraction']:.0%}" + ('' if short else ' subset') + k
 
 def _trained_on(T:dict, d:str, r) -> int:
     "How many real images generator row `r` of data set `d` was trained on."
     if r['fraction'] < 1:
         g = T.get('scarce_generators', pd.DataFrame())
-        g = g[(g['dataset'] == d) & (g['fraction'] == r['fraction'])] if not g.empty else g
+        g = g[(g['dataset'] == d) & (g['fraction'] == r['fraction']) & (g['draw'] == r.get('draw', g['draw']))] if not g.empty else g
         if not g.empty: return int(g['n_real'].iloc[0])
     from medsyn.data import medmnist_info
     n = medmnist_info(d)['n_samples']['train']
@@ -386,7 +394,7 @@ def fig_privacy(T:dict, figures_dir) -> list:
         for _, r in g.iterrows():
             f, t = np.asarray(r['fpr']), np.asarray(r['tpr']); keep = f > 0
             if keep.any(): lo = min(lo, f[keep].min())
-            ax.plot(f[keep], t[keep], label=f"{r['loss']}, {'all' if r['fraction'] >= 1 else f'{r.fraction:.0%}'} ({r['auc']:.2f})")
+            ax.plot(f[keep], t[keep], label=f"{r['loss']}, {_generator_name(r, short=True)} ({r['auc']:.2f})")
         grid = np.logspace(np.log10(lo), 0, 50); ax.plot(grid, grid, color='grey', ls='--', lw=0.8)
         ax.set(xscale='log', yscale='log', title=d, xlabel='false-positive rate', ylabel='true-positive rate' if j == 0 else '')
         ax.legend(fontsize=6, title='loss attack: generator (AUC)', title_fontsize=6)
@@ -496,11 +504,14 @@ def fig_fidelity(T:dict, figures_dir) -> list:
 def _ci(v, lo, hi, p=2): return f"{v:.{p}f} [{lo:.{p}f}, {hi:.{p}f}]"
 def _pm(m, sd, n=2, p=3): return f"{m:.{p}f} ± {sd:.{p}f}" if n > 1 else f"{m:.{p}f} (1 seed)"
 
-SCARCE_NOTE = ("Every generator was trained only on the real images of its row (the same class-stratified subset as the "
-               "classifiers; checked by `medsyn.scarce.check_leak`). Intervals: Student-t 95 % over classifier seeds, for one draw of "
-               "the subset and one generator. ΔAUC: the arm minus *real only*, paired by seed. 'no detectable difference': the "
-               "interval includes 0. Generator copies: share of its samples nearer a subset image than `nearcopy_ratio` times the "
-               "typical test-to-subset pixel distance; 'replays its subset': more than half.")
+SCARCE_NOTE = ("Every generator was trained only on the real images of its draw (the same class-stratified subset as that draw's "
+               "classifiers; checked by `medsyn.scarce.check_leak` and `check_draws`). Validation: the images each arm picked its epoch "
+               "on ('scarce': the same fraction of the validation split, drawn with the subset). ΔAUC: the arm minus *real only*, "
+               "paired by classifier seed within a draw; its interval: Student-t 95 % over the per-draw means (over seeds when there is "
+               "one draw); beside it, the interval over every (draw, seed) pair pooled as if independent. 'no detectable difference': "
+               "the draws' interval includes 0. Generators (averaged over draws): KID of their samples against the real test split, "
+               "beside the floor (as many real training images they never saw); near-copies: share of samples nearer a subset image "
+               "than `nearcopy_ratio` times the typical test-to-subset pixel distance; 'replay their subset': more than half.")
 
 PRIVACY_NOTE = ("Members: real images the generator was trained on; non-members: as many real images of the same class mix it never "
                 "saw (validation and test images for a full-data generator, the rest of the training split for a subset's). Each set is "
@@ -561,7 +572,7 @@ def write_tables(T:dict, tables_dir) -> list:
         from medsyn.scarce import scarce_table, scarce_markdown
         st = scarce_table(R, T.get('scarce_generators'), missing=[])   # an incomplete fraction is left out (fig_low_data names it)
         if not st.empty: out += write_table(scarce_markdown(st), tables_dir, 'scarce',
-                           'Scarce real data: each arm against real only (paired over classifier seeds), with the copy audit of each per-fraction generator.',
+                           'Scarce real data: each arm against real only (paired by seed within each subset draw; intervals over draws), with the subset generators.',
                            csv=st, note=SCARCE_NOTE)
     P = T.get('privacy', pd.DataFrame())
     if not P.empty:
@@ -571,7 +582,7 @@ def write_tables(T:dict, tables_dir) -> list:
             f = F[(F['dataset'] == r['dataset']) & (F['loss'] == r['loss']) & (F['features'] == 64)] if not F.empty else F
             t = D[(D['dataset'] == r['dataset']) & (D['loss'] == r['loss']) & (D['regime'] == 'synthetic')] if not D.empty else D
             return (f"{f['fid'].iloc[0]:.2f} (floor {f['floor'].iloc[0]:.2f})" if not f.empty else '', f"{t['acc'].iloc[0]:.3f}" if not t.empty else '')
-        fmt = pd.DataFrame([dict(dataset=r['dataset'], loss=r['loss'], generator='all real images' if r['fraction'] >= 1 else f"{r['fraction']:.0%} subset",
+        fmt = pd.DataFrame([dict(dataset=r['dataset'], loss=r['loss'], generator=_generator_name(r),
                                  members=f"{r['reported']} of {r['members']}", attack=r['attack'].replace('_', '-'),
                                  AUC=_ci(r['auc'], r['auc_low'], r['auc_high']), **{'TPR@1%FPR': f"{r['tpr_1pct']:.2f}", 'TPR@0.1%FPR': f"{r['tpr_0_1pct']:.2f}"},
                                  finding=r['verdict'].split(' (')[0].split(':')[0], **dict(zip(('FID-64', 'TSTR ACC'), beside(r))))

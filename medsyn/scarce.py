@@ -1,4 +1,4 @@
-"""Per-fraction generators that see only their classifier's real images, four arms over paired seeds, intervals, a copy audit of every generator, and the leak check.
+"""Independent subset draws, each with a generator that sees only its classifiers' real images, four arms over paired seeds, a scarce validation set, intervals with the draw as the unit, a copy audit and KID of every generator, and the leak check.
 
 Docs: https://medsyn.github.io/medsyn/scarce.html.md"""
 
@@ -13,19 +13,22 @@ import numpy as np
 import pandas as pd
 
 from .core import MedsynError, load_settings, load_json, save_json, run_record
-from .data import (load_medmnist, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit)
+from .data import (load_medmnist, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit)
 
 # %% auto #0
-__all__ = ['ARMS', 'ARM_NAMES', 'REAL_ARMS', 'SYN_ARMS', 'REPLAY_SHARE', 'ARM_COLOURS', 'LOSS_MARKERS', 'low_data_fractions',
-           'runs_scarce', 'real_subset', 'frac_dir', 'generator_steps', 'generator_settings', 'train_generator',
-           'sample_fraction', 'copy_audit', 'run_arms', 'mean_ci', 'paired_difference', 'verdict', 'check_leak',
-           'collect_scarce', 'scarce_table', 'scarce_markdown', 'fig_scarce']
+__all__ = ['ARMS', 'ARM_NAMES', 'REAL_ARMS', 'SYN_ARMS', 'VAL_MODES', 'REPLAY_SHARE', 'GEN_QUALITY', 'ARM_COLOURS',
+           'LOSS_MARKERS', 'FRACTION_MARKERS', 'low_data_fractions', 'subset_draws', 'runs_scarce', 'real_subset',
+           'val_subset', 'frac_dir', 'generator_steps', 'generator_settings', 'train_generator', 'sample_fraction',
+           'copy_audit', 'generator_quality', 'run_arms', 'mean_ci', 'paired_difference', 'verdict', 'draw_difference',
+           'draws_needed', 'check_leak', 'check_draws', 'collect_scarce', 'arm_ci', 'scarce_table', 'draw_table',
+           'scarce_markdown', 'fig_scarce']
 
 # %% ../nbs/09_scarce.ipynb #3381cc01
 ARMS = ('real', 'real+aug', 'real+syn', 'real+syn+aug')
 ARM_NAMES = {'real': 'real only', 'real+aug': 'real + classical aug.', 'real+syn': 'real + synthetic',
              'real+syn+aug': 'real + synthetic + classical aug.'}
 REAL_ARMS, SYN_ARMS = ARMS[:2], ARMS[2:]
+VAL_MODES = ('scarce', 'full')
 
 def low_data_fractions(s) -> list:
     "The fractions (< 1) of the scarce-data experiment."
@@ -34,20 +37,37 @@ def low_data_fractions(s) -> list:
     if bad: raise MedsynError(f"fractions must be in (0, 1], got {bad}")
     return fr
 
-def runs_scarce(s, dataset:str) -> bool:
-    "Does `dataset` run the scarce-data experiment under settings `s`?"
-    return bool(low_data_fractions(s)) and ('all' in s.low_data_datasets or dataset in s.low_data_datasets)
+def subset_draws(s) -> list:
+    "The independent subset draws (`low_data_subset_seeds`): each seed draws its own subsets and has its own generator and arms."
+    seeds = [int(x) for x in s.low_data_subset_seeds]
+    if len(set(seeds)) != len(seeds): raise MedsynError(f"low_data_subset_seeds repeats a draw: {seeds}; each draw needs its own seed")
+    return seeds
+
+def runs_scarce(s, dataset:str, loss:str|None=None) -> bool:
+    "Does the cell of `dataset` and `loss` (None: the real-data cell) run the scarce-data experiment under settings `s`?"
+    on = bool(low_data_fractions(s)) and ('all' in s.low_data_datasets or dataset in s.low_data_datasets)
+    return on and (loss is None or 'all' in s.low_data_losses or loss in s.low_data_losses)
+
 
 # %% ../nbs/09_scarce.ipynb #6971e58e
-def real_subset(dataset:str, fraction:float, s) -> tuple:
-    "(the f-subset of the training split, its indices): class-stratified, seeded with `s.seed`."
+def real_subset(dataset:str, fraction:float, s, draw:int) -> tuple:
+    "(draw `draw`'s f-subset of the training split, its indices): class-stratified, seeded with the draw."
     tr = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
-    idx = subset_indices(tr, fraction, s.seed)                  # the draw `medsyn.diffusion.train` makes for `train_fraction`
+    idx = subset_indices(tr, fraction, draw)      # the draw `medsyn.diffusion.train` makes for `train_fraction` with seed `draw`
     return tr.subset(idx), idx
 
-def frac_dir(run_dir, fraction:float) -> Path:
-    "Where a cell keeps fraction `fraction` of the experiment: `<run_dir>/low_data/frac-<f>`."
-    return Path(run_dir)/'low_data'/f'frac-{fraction:g}'
+def val_subset(dataset:str, fraction:float, s, draw:int, mode:str='scarce') -> tuple:
+    """(the validation images draw `draw`'s classifiers pick their epoch on, their indices). `scarce`: the validation split cut
+    to the same class-stratified fraction with the draw's seed (at least one image per class); `full`: all of it."""
+    if mode not in VAL_MODES: raise MedsynError(f"low_data_val must be one of {', '.join(VAL_MODES)}, got {mode!r}")
+    val = load_medmnist(dataset, 'val', s.image_size, s.data_dir or None)
+    idx = subset_indices(val, fraction if mode == 'scarce' else 1.0, draw)
+    return val.subset(idx), idx
+
+def frac_dir(run_dir, fraction:float, draw:int) -> Path:
+    "Where a cell keeps draw `draw` of fraction `fraction`: `<run_dir>/low_data/frac-<f>/draw-<draw>`."
+    return Path(run_dir)/'low_data'/f'frac-{fraction:g}'/f'draw-{draw}'
+
 
 # %% ../nbs/09_scarce.ipynb #9c781395
 def generator_steps(n_images:int, s) -> int:
@@ -56,28 +76,29 @@ def generator_steps(n_images:int, s) -> int:
     return int(min(s.train_steps, max(1, math.ceil(s.low_data_max_epochs * n_images / s.batch_size))))
 
 # %% ../nbs/09_scarce.ipynb #8d584ef7
-def generator_settings(s, fraction:float, n_images:int):
-    "Settings of the fraction's generator: the f-subset, `generator_steps` steps, warm-up and checkpoints scaled to them."
+def generator_settings(s, fraction:float, n_images:int, draw:int):
+    "Settings of draw `draw`'s generator: its f-subset (seed `draw`), `generator_steps` steps, warm-up and checkpoints scaled to them."
     steps = generator_steps(n_images, s)
-    return s.replace(train_fraction=fraction, train_steps=steps, warmup_steps=min(s.warmup_steps, max(1, steps // 10)),
+    return s.replace(train_fraction=fraction, seed=draw, train_steps=steps, warmup_steps=min(s.warmup_steps, max(1, steps // 10)),
                      checkpoint_every=min(s.checkpoint_every, steps))
 
-def train_generator(dataset:str, loss:str, fraction:float, out, s, progress:bool=True) -> Path:
-    "Train the diffusion model of fraction `fraction` on its f-subset only (resume an interrupted run, keep a finished one)."
+def train_generator(dataset:str, loss:str, fraction:float, draw:int, out, s, progress:bool=True) -> Path:
+    "Train draw `draw`'s diffusion model of fraction `fraction` on its f-subset only (resume an interrupted run, keep a finished one)."
     from medsyn.diffusion import train, checkpoints, clear_unfinished
     out = Path(out)
-    sub, _ = real_subset(dataset, fraction, s)
-    g = generator_settings(s, fraction, len(sub)).replace(loss=loss)
+    sub, _ = real_subset(dataset, fraction, s, draw)
+    g = generator_settings(s, fraction, len(sub), draw).replace(loss=loss)
     cks = checkpoints(out)
     if not cks: clear_unfinished(out); return train(dataset, loss, out=out, settings=g, progress=progress)
     if load_json(cks[-1]/'medsyn.json')['step'] >= g.train_steps: return out
     return train(dataset, loss, out=out, preset=s.preset, resume=True, progress=progress)
 
+
 # %% ../nbs/09_scarce.ipynb #0cde2c14
 REPLAY_SHARE = 0.5   # more near-copies than this: the generator replays its subset
 
-def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, progress:bool=True) -> Path:
-    "Sample `max(low_data_ratios)` images per real image of each class of `subset` from the generator in `model_dir`."
+def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, draw:int, progress:bool=True) -> Path:
+    "Sample `max(low_data_ratios)` images per real image of each class of `subset` from draw `draw`'s generator in `model_dir`."
     from medsyn.diffusion import load_model, generate, resolve_checkpoint
     from medsyn.classify import write_synthetic
     ratio = max(s.low_data_ratios)
@@ -86,14 +107,14 @@ def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, progress:bool=True)
     unet, sch, meta = load_model(ck, ema=True, device=s.device)
     labels = np.repeat(np.arange(subset.n_classes), [math.ceil(ratio * k) for k in subset.class_counts()])
     t0 = time.perf_counter()
-    imgs = generate(unet, sch, labels, s.sampler, s.sample_steps, s.eta, s.guidance, s.seed, s.sample_batch_size,
-                    meta['null_class'], progress, desc=f"sample {subset.flag} frac generator", compile=s.compile,
+    imgs = generate(unet, sch, labels, s.sampler, s.sample_steps, s.eta, s.guidance, draw, s.sample_batch_size,
+                    meta['null_class'], progress, desc=f"sample {subset.flag} draw {draw}", compile=s.compile,
                     mixed_precision=s.mixed_precision)
     seen = load_json(Path(model_dir)/'config.json')['real_images']
     return write_synthetic(out, imgs, labels, subset.flag, checkpoint=str(ck), step=meta['step'], loss=meta['loss'],
                            real_images={k: seen[k] for k in ('fraction', 'subset_seed', 'n', 'digest')},
                            sampler=s.sampler, steps=s.sample_steps, seconds=time.perf_counter() - t0,
-                           run_record=run_record(s, seed=s.seed))
+                           run_record=run_record(s, seed=draw))
 
 def copy_audit(synthetic, subset:MedMNISTSplit, s) -> dict:
     "Pixel-space copy audit of a fraction's synthetic images against its real subset (test images as the reference distance)."
@@ -105,49 +126,77 @@ def copy_audit(synthetic, subset:MedMNISTSplit, s) -> dict:
     keep = ('nearcopy_share', 'nearcopy_count', 'median_ratio', 'min_ratio', 'test_nearcopy_share', 'n_synthetic', 'n_train')
     return dict({k: a[k] for k in keep}, threshold=float(s.nearcopy_ratio), replays=a['nearcopy_share'] > REPLAY_SHARE)
 
+# %% ../nbs/09_scarce.ipynb #0b55f5a1
+def generator_quality(synthetic, subset_idx, dataset:str, s, seed:int=0, progress:bool=False) -> dict:
+    """KID and FID-2048 of a subset generator's images against the real test split, beside the floor: as many real training
+    images it never saw, against the same test images (Inception features in `fid_precision`, cached)."""
+    from medsyn.metrics import image_features, kid_from_features, fid_from_features
+    from medsyn.data import load_npz
+    syn = load_npz(synthetic).images
+    tr = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
+    test = load_medmnist(dataset, 'test', s.image_size, s.data_dir or None)
+    unseen = np.setdiff1d(np.arange(len(tr)), np.asarray(subset_idx))
+    rng = np.random.default_rng(seed)
+    n = min(len(syn), len(unseen), s.eval_max_images or len(syn))
+    if n < 2: raise MedsynError(f"KID needs at least 2 synthetic images, the set has {len(syn)}")
+    f = {k: image_features(x, s, progress=progress, desc=f'Inception {k}')[2048] for k, x in
+         (('synthetic', syn[rng.choice(len(syn), n, replace=False)]), ('floor', tr.images[rng.choice(unseen, n, replace=False)]),
+          ('test', test.images))}
+    k = min(s.kid_subset_size, n, len(test))
+    kid, kid_sd = kid_from_features(f['test'], f['synthetic'], k, s.kid_subsets, seed)
+    kid0, kid0_sd = kid_from_features(f['test'], f['floor'], k, s.kid_subsets, seed)
+    return dict(n=int(n), n_test=len(test), kid_subset_size=int(k), kid=kid, kid_std=kid_sd, kid_floor=kid0, kid_floor_std=kid0_sd,
+                fid2048=fid_from_features(f['test'], f['synthetic']), fid2048_floor=fid_from_features(f['test'], f['floor']))
+
+
 # %% ../nbs/09_scarce.ipynb #dd507da8
-def run_arms(dataset:str, arms, fraction:float, out, s, synthetic=None, progress:bool=True) -> dict:
-    "Train and test the classifiers of `arms` at `fraction` over `low_data_seeds` (x `low_data_ratios`); write `out`/metrics.json."
+def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None, progress:bool=True) -> dict:
+    """Train and test the classifiers of `arms` on draw `draw` of `fraction`: per `low_data_val` mode, `low_data_seeds` seed (and
+    `low_data_ratios` ratio in the synthetic arms); write `out`/metrics.json and predictions.npz."""
     from tqdm.auto import tqdm
     from medsyn.classify import train_classifier, predict, classification_metrics, load_synthetic, mix_in, check_arch
+    from medsyn.core import atomic_path
     bad = [a for a in arms if a not in ARMS]
     if bad: raise MedsynError(f"unknown arm(s) {bad}. Arms: {', '.join(ARMS)}")
     needs_syn = any(a in SYN_ARMS for a in arms)
-    if needs_syn and synthetic is None: raise MedsynError(f"arms {[a for a in arms if a in SYN_ARMS]} need the fraction's synthetic set")
+    if needs_syn and synthetic is None: raise MedsynError(f"arms {[a for a in arms if a in SYN_ARMS]} need the draw's synthetic set")
     if not s.low_data_seeds: raise MedsynError("low_data_seeds needs at least one seed")
     arch = check_arch(s.archs[0])
-    sub, idx = real_subset(dataset, fraction, s)
+    sub, idx = real_subset(dataset, fraction, s, draw)
     digest = indices_digest(idx)
-    syn, gen = None, None
+    syn = None
     if needs_syn:
         syn = load_synthetic(synthetic, dataset, s.image_size)
         gen = load_json(Path(synthetic).with_suffix('.json')).get('real_images', {})
         if gen.get('digest') != digest:
             raise MedsynError(f"{synthetic} comes from a generator trained on real images {gen.get('digest')} "
-                              f"(fraction {gen.get('fraction')}), but the classifiers' subset is {digest} (fraction {fraction}): "
-                              "the generator must see exactly the classifier's real images")
-    val = load_medmnist(dataset, 'val', s.image_size, s.data_dir or None)
+                              f"(fraction {gen.get('fraction')}, subset seed {gen.get('subset_seed')}), but the classifiers' subset is "
+                              f"{digest} (fraction {fraction}, draw {draw}): the generator must see exactly the classifier's real images")
+    vals = {m: val_subset(dataset, fraction, s, draw, m) for m in s.low_data_val}
     test = load_medmnist(dataset, 'test', s.image_size, s.data_dir or None)
     aug = classical_augmentation(dataset, sub.n_channels)
-    runs = [(a, r, seed) for a in arms for r in (s.low_data_ratios if a in SYN_ARMS else [0.0]) for seed in s.low_data_seeds]
+    runs = [(v, a, r, seed) for v in s.low_data_val for a in arms for r in (s.low_data_ratios if a in SYN_ARMS else [0.0])
+            for seed in s.low_data_seeds]
     rows, scores = [], {}
-    for arm, ratio, seed in tqdm(runs, desc=f"{dataset} {fraction:g}: {', '.join(arms)}", disable=not progress):
+    for mode, arm, ratio, seed in tqdm(runs, desc=f"{dataset} {fraction:g} draw {draw}: {', '.join(arms)}", disable=not progress):
+        val, vidx = vals[mode]
         train, k = (mix_in(sub, syn, ratio, seed) if arm in SYN_ARMS else (sub, 0))
         model, hist = train_classifier(train, val, arch, s, seed, progress=False, augment=aug if arm.endswith('+aug') else None)
         sc = predict(model, test)
         m = classification_metrics(test.labels, sc, test.info['task'], test.n_classes)
-        rows.append(dict(dataset=dataset, fraction=fraction, arm=arm, ratio=float(ratio), seed=int(seed), subset_seed=s.seed,
-                         real_digest=digest, n_real=len(sub), n_synthetic=int(k), acc=m['acc'], auc=m['auc'], f1_macro=m['f1_macro'],
-                         arch=arch, steps=hist['steps'], best_epoch=hist['best_epoch'],
-                         generator=str(synthetic) if arm in SYN_ARMS else None, augment=hist['augment']))
-        scores[f"{arm}/ratio{ratio:g}/seed{seed}"] = sc.astype(np.float32)
-    res = dict(dataset=dataset, fraction=fraction, arms=list(arms), real_digest=digest, n_real=len(sub), rows=rows,
-               run_record=run_record(s, dataset=dataset, fraction=fraction, arms=list(arms)))
+        rows.append(dict(dataset=dataset, fraction=fraction, draw=int(draw), val=mode, arm=arm, ratio=float(ratio), seed=int(seed),
+                         real_digest=digest, n_real=len(sub), n_classes=sub.n_classes, val_digest=indices_digest(vidx),
+                         n_val=len(val), n_synthetic=int(k), acc=m['acc'], auc=m['auc'], f1_macro=m['f1_macro'], arch=arch,
+                         steps=hist['steps'], best_epoch=hist['best_epoch'], generator=str(synthetic) if arm in SYN_ARMS else None,
+                         augment=hist['augment']))
+        scores[f"{mode}/{arm}/ratio{ratio:g}/seed{seed}"] = sc.astype(np.float32)
+    res = dict(dataset=dataset, fraction=fraction, draw=int(draw), arms=list(arms), real_digest=digest, n_real=len(sub), rows=rows,
+               run_record=run_record(s, dataset=dataset, fraction=fraction, draw=int(draw), arms=list(arms)))
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    from medsyn.core import atomic_path
     with atomic_path(out/'predictions.npz') as t: np.savez(t, labels=test.labels, **scores)
     save_json(res, out/'metrics.json')
     return res
+
 
 # %% ../nbs/09_scarce.ipynb #39d29310
 def mean_ci(values, level:float=0.95) -> tuple:
@@ -171,10 +220,36 @@ def verdict(d:dict) -> str:
     "'helps', 'hurts' or 'no detectable difference' from a `paired_difference` (a single seed: 'one seed: no interval')."
     if d['n'] < 2: return 'one seed: no interval'
     return 'no detectable difference' if d['includes_zero'] else ('helps' if d['mean'] > 0 else 'hurts')
+def draw_difference(arm:pd.DataFrame, base:pd.DataFrame, metric:str='auc', level:float=0.95) -> dict:
+    """Paired difference `arm - base` with the subset draw as the unit. `arm`, `base`: rows with columns draw, seed, `metric`;
+    pairs are (draw, seed). The interval is over the per-draw mean differences (over seeds pooled when there is one draw)."""
+    m = arm[['draw', 'seed', metric]].merge(base[['draw', 'seed', metric]], on=['draw', 'seed'], suffixes=('', '_base'))
+    if m.empty: raise MedsynError(f"no (draw, seed) in common to pair: arm has draws {sorted(arm['draw'].unique())}, "
+                                  f"base has {sorted(base['draw'].unique())}")
+    diff = m[metric] - m[f'{metric}_base']
+    per_draw = diff.groupby(m['draw']).mean()
+    pooled = mean_ci(diff, level)
+    within = diff.groupby(m['draw']).var(ddof=1).dropna()
+    by_draws = len(per_draw) >= 2
+    mean, lo, hi = mean_ci(per_draw, level) if by_draws else pooled
+    return dict(mean=mean, low=lo, high=hi, n=len(per_draw) if by_draws else len(diff), unit='draws' if by_draws else 'seeds',
+                n_draws=len(per_draw), n_pairs=len(diff), pooled_low=pooled[1], pooled_high=pooled[2],
+                sd_between=float(per_draw.std(ddof=1)) if by_draws else float('nan'),
+                sd_within=float(np.sqrt(within.mean())) if len(within) else float('nan'),
+                per_draw=per_draw.to_dict(), includes_zero=bool(not (lo > 0 or hi < 0)))
+
+def draws_needed(sd_between:float, half_width:float, level:float=0.95, most:int=1000) -> int:
+    "Fewest draws whose Student-t interval of the mean has half-width at most `half_width` at between-draw spread `sd_between`."
+    from scipy import stats
+    if not sd_between >= 0 or not half_width > 0: raise MedsynError(f"need sd_between >= 0 and half_width > 0, got {sd_between}, {half_width}")
+    for n in range(2, most + 1):
+        if stats.t.ppf((1 + level) / 2, n - 1) * sd_between / math.sqrt(n) <= half_width: return n
+    return most
+
 
 # %% ../nbs/09_scarce.ipynb #a04113fb
 def check_leak(fdir, real_digest:str|None=None) -> dict:
-    "Raise unless the generator in `fdir` (a `frac-<f>` folder) saw exactly the real images of every classifier row there (and `real_digest`)."
+    "Raise unless the generator in `fdir` (a `draw-<k>` folder) saw exactly the real images of every classifier row there (and `real_digest`)."
     fdir = Path(fdir)
     cfg = fdir/'model'/'config.json'
     if not cfg.exists(): raise MedsynError(f"{fdir} has no generator record (model/config.json): cannot check what it saw")
@@ -188,32 +263,57 @@ def check_leak(fdir, real_digest:str|None=None) -> dict:
                           f"{seen['n']} images) but classifiers there used {', '.join(bad)}: its synthetic images carry information "
                           "about real images the classifier was meant not to see")
     if seen['fraction'] >= 1: raise MedsynError(f"leak: the generator in {fdir} saw the whole training split")
+    if fdir.name.startswith('draw-') and str(seen.get('subset_seed')) != fdir.name[5:]:
+        raise MedsynError(f"{fdir} holds a generator of subset seed {seen.get('subset_seed')}, not of its draw {fdir.name[5:]}: "
+                          "each draw needs its own generator")
     return seen
 
+def check_draws(generators:pd.DataFrame, rows:pd.DataFrame|None=None) -> None:
+    "Raise if two draws of one data set, loss and fraction share a generator, or a row took synthetic images from another draw."
+    if generators is not None and not generators.empty:
+        for (d, l, f), g in generators.groupby(['dataset', 'loss', 'fraction']):
+            dup = g[g.duplicated('digest', keep=False)]
+            if len(dup): raise MedsynError(f"draws {sorted(dup['draw'].tolist())} of {d}/{l} at fraction {f:g} share a generator (both saw "
+                                           f"real images {dup['digest'].iloc[0]}): the draws are not independent")
+    if rows is None or rows.empty or 'generator' not in rows: return
+    for r in rows[rows['generator'].notna()].itertuples():
+        p = Path(r.generator).parent
+        if p.name != f'draw-{r.draw}' or p.parent.name != f'frac-{r.fraction:g}':
+            raise MedsynError(f"a {r.dataset} row of draw {r.draw} at fraction {r.fraction:g} took synthetic images from {r.generator}, "
+                              "another draw's generator")
+
+
 # %% ../nbs/09_scarce.ipynb #9146034e
+GEN_QUALITY = ('kid', 'kid_std', 'kid_floor', 'kid_floor_std', 'fid2048', 'fid2048_floor', 'n')
+
 def collect_scarce(runs_root) -> dict:
-    "{'rows': one row per classifier, 'generators': one row per generator} of every scarce-data fraction under `runs_root`."
+    "{'rows': one row per classifier, 'generators': one row per generator} of every scarce-data draw under `runs_root`."
     from medsyn.core import DATASETS_2D, loss_run_dirs   # extra-backbone folders hold no scarce-data runs
     runs_root = Path(runs_root)
     rows, gens = [], []
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D) if runs_root.is_dir() else []:
         real_digest = {}
-        for m in sorted((ds/'real'/'low_data').glob('frac-*/metrics.json')):
-            r = load_json(m); real_digest[r['fraction']] = r['real_digest']
+        for m in sorted((ds/'real'/'low_data').glob('frac-*/draw-*/metrics.json')):
+            r = load_json(m); real_digest[(r['fraction'], r['draw'])] = r['real_digest']
             rows += [dict(x, loss=None) for x in r['rows']]
         for cell in loss_run_dirs(ds):
-            for fdir in sorted((cell/'low_data').glob('frac-*')):
+            for fdir in sorted((cell/'low_data').glob('frac-*/draw-*')):
                 if not (fdir/'metrics.json').exists(): continue
                 r = load_json(fdir/'metrics.json')
-                seen = check_leak(fdir, real_digest.get(r['fraction']))
+                seen = check_leak(fdir, real_digest.get((r['fraction'], r['draw'])))
                 rows += [dict(x, loss=cell.name) for x in r['rows']]
                 a = load_json(fdir/'audit.json') if (fdir/'audit.json').exists() else {}
+                q = load_json(fdir/'quality.json') if (fdir/'quality.json').exists() else {}
                 cfg = load_json(fdir/'model'/'config.json')
-                gens.append(dict(dataset=ds.name, loss=cell.name, fraction=r['fraction'], n_real=seen['n'], digest=seen['digest'],
-                                 steps=cfg['settings']['train_steps'], batch_size=cfg['settings']['batch_size'],
+                gens.append(dict(dataset=ds.name, loss=cell.name, fraction=r['fraction'], draw=r['draw'], n_real=seen['n'],
+                                 digest=seen['digest'], steps=cfg['settings']['train_steps'], batch_size=cfg['settings']['batch_size'],
                                  epochs=cfg['settings']['train_steps'] * cfg['settings']['batch_size'] / seen['n'],
-                                 **{k: a.get(k) for k in ('nearcopy_share', 'median_ratio', 'min_ratio', 'n_synthetic', 'replays')}))
-    return dict(rows=pd.DataFrame(rows), generators=pd.DataFrame(gens))
+                                 **{k: a.get(k) for k in ('nearcopy_share', 'median_ratio', 'min_ratio', 'n_synthetic', 'replays')},
+                                 **{f'q_{k}' if k == 'n' else k: q.get(k) for k in GEN_QUALITY}))
+    R, G = pd.DataFrame(rows), pd.DataFrame(gens)
+    check_draws(G, R)
+    return dict(rows=R, generators=G)
+
 
 # %% ../nbs/09_scarce.ipynb #1734239d
 def _fmt_ci(m, lo, hi, p=3, signed=False, bounds=None):
@@ -222,95 +322,157 @@ def _fmt_ci(m, lo, hi, p=3, signed=False, bounds=None):
     if bounds and not np.isnan(lo): lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return f.format(m) + ('' if np.isnan(lo) else f" [{f.format(lo)}, {f.format(hi)}]")
 
+def _tidy(rows:pd.DataFrame) -> pd.DataFrame:
+    "Rows with `draw`, `val` and `loss` ('-' for the real-data arms) filled in (runs before the draws were one draw, full validation)."
+    r = rows.copy()
+    if 'draw' not in r: r['draw'] = r['subset_seed'] if 'subset_seed' in r else 0
+    if 'val' not in r: r['val'] = 'full'
+    if 'n_classes' not in r: r['n_classes'] = r['dataset'].map(lambda d: medmnist_info(d)['n_classes'])
+    return r.assign(loss=r['loss'].fillna('-') if 'loss' in r else '-')
+
+def arm_ci(h:pd.DataFrame, m:str) -> tuple:
+    "(mean, low, high) of metric `m` of one arm's rows: a t-interval over per-draw means with several draws, over seeds with one."
+    per = h.groupby('draw')[m].mean()
+    return mean_ci(per) if len(per) >= 2 else mean_ci(h[m])
+
+def _generators(G, d, f, loss) -> dict:
+    "The generators of one data set, fraction and loss, averaged over their draws."
+    if G is None or G.empty: return {}
+    g = G[(G['dataset'] == d) & (G['fraction'] == f) & (G['loss'] == loss)]
+    if g.empty: return {}
+    mean = lambda k: float(pd.to_numeric(g[k], errors='coerce').mean()) if k in g else float('nan')
+    return dict(gen_steps=int(g['steps'].median()), gen_epochs=mean('epochs'), nearcopy_share=mean('nearcopy_share'),
+                median_ratio=mean('median_ratio'), replays=int(g['replays'].fillna(False).astype(bool).sum()), gen_draws=len(g),
+                kid=mean('kid'), kid_floor=mean('kid_floor'))
+
 def scarce_table(rows:pd.DataFrame, generators:pd.DataFrame|None=None, missing:list|None=None) -> pd.DataFrame:
-    """One row per data set, fraction, loss, arm and ratio: ACC/AUC with intervals, paired differences from real only, copy audit.
-    A fraction without its 'real only' arm raises, or, given a `missing` list, is left out and named there."""
+    """One row per data set, fraction, validation mode, loss, arm and ratio: ACC/AUC with intervals, paired differences from real
+    only (draws as the unit; seeds pooled beside), generators. A fraction without its 'real only' arm raises, or, given a
+    `missing` list, is left out and named there."""
     if rows.empty: raise MedsynError("no scarce-data rows: run the scarce stage (`medsyn study`) first")
-    out = []
-    for (d, f), g in rows.groupby(['dataset', 'fraction']):
+    rows, out = _tidy(rows), []
+    for (d, f, v), g in rows.groupby(['dataset', 'fraction', 'val']):
         base = g[g['arm'] == 'real']
         if base.empty:
-            msg = f"{d} at fraction {f:g} has no 'real only' arm to compare with"
+            msg = f"{d} at fraction {f:g} ({v} validation) has no 'real only' arm to compare with"
             if missing is None: raise MedsynError(msg)
             missing.append(f"{d}/real/low_data/frac-{f:g} (the scarce stage of {d}/real): {msg}"); continue
-        b = {m: dict(zip(base['seed'], base[m])) for m in ('auc', 'acc')}
-        keys = g[['loss', 'arm', 'ratio']].drop_duplicates().fillna({'loss': '-'})
-        for _, k in keys.iterrows():
-            h = g[(g['arm'] == k['arm']) & (g['ratio'] == k['ratio']) & (g['loss'].fillna('-') == k['loss'])]
-            r = dict(dataset=d, fraction=f, n_real=int(h['n_real'].iloc[0]), loss=k['loss'], arm=k['arm'], ratio=k['ratio'],
-                     n_synthetic=int(h['n_synthetic'].iloc[0]), seeds=len(h))
+        for (loss, arm, ratio), h in g.groupby(['loss', 'arm', 'ratio']):
+            r = dict(dataset=d, fraction=f, val=v, n_real=int(h['n_real'].iloc[0]), n_val=int(h['n_val'].iloc[0]) if 'n_val' in h else np.nan,
+                     n_classes=int(h['n_classes'].iloc[0]), loss=loss, arm=arm, ratio=ratio,
+                     n_synthetic=int(h['n_synthetic'].iloc[0]), draws=h['draw'].nunique(), seeds=h['seed'].nunique())
             for m in ('acc', 'auc'):
-                r[f'{m}_mean'], r[f'{m}_low'], r[f'{m}_high'] = mean_ci(h[m])
-                if k['arm'] != 'real':
-                    pd_ = paired_difference(dict(zip(h['seed'], h[m])), b[m])
-                    r[f'd_{m}_mean'], r[f'd_{m}_low'], r[f'd_{m}_high'] = pd_['mean'], pd_['low'], pd_['high']
-                    if m == 'auc': r['finding'] = verdict(pd_)
-            if generators is not None and not generators.empty and k['arm'] in SYN_ARMS:
-                gg = generators[(generators['dataset'] == d) & (generators['fraction'] == f) & (generators['loss'] == k['loss'])]
-                if not gg.empty:
-                    r.update(gen_steps=int(gg['steps'].iloc[0]), gen_epochs=float(gg['epochs'].iloc[0]),
-                             nearcopy_share=gg['nearcopy_share'].iloc[0], median_ratio=gg['median_ratio'].iloc[0],
-                             replays=bool(gg['replays'].iloc[0]))
+                r[f'{m}_mean'], r[f'{m}_low'], r[f'{m}_high'] = arm_ci(h, m)
+                if arm == 'real': continue
+                dd = draw_difference(h, base, m)
+                r[f'd_{m}_mean'], r[f'd_{m}_low'], r[f'd_{m}_high'] = dd['mean'], dd['low'], dd['high']
+                if m == 'auc':
+                    r.update(finding=verdict(dd), unit=dd['unit'], d_auc_pooled_low=dd['pooled_low'], d_auc_pooled_high=dd['pooled_high'],
+                             sd_between=dd['sd_between'], sd_within=dd['sd_within'])
+                    if np.isfinite(dd['sd_between']):     # how many draws an interval of +-0.02 / +-0.05 would take at this spread
+                        r.update({f'draws_for_{h:g}': draws_needed(dd['sd_between'], h) for h in (0.02, 0.05)})
+            if arm in SYN_ARMS: r.update(_generators(generators, d, f, loss))
             out.append(r)
     t = pd.DataFrame(out)
     if t.empty: return t
     order = {a: i for i, a in enumerate(ARMS)}
-    return t.sort_values(['dataset', 'fraction', 'arm', 'loss', 'ratio'], key=lambda c: c.map(order) if c.name == 'arm' else c).reset_index(drop=True)
+    return t.sort_values(['dataset', 'fraction', 'val', 'arm', 'loss', 'ratio'],
+                         key=lambda c: c.map(order) if c.name == 'arm' else c).reset_index(drop=True)
+
+def draw_table(rows:pd.DataFrame, generators:pd.DataFrame|None=None) -> pd.DataFrame:
+    "One row per draw of each synthetic arm: its mean paired ΔAUC from real only (over seeds) and its generator's KID and floor."
+    rows, out = _tidy(rows), []
+    for (d, f, v), g in rows.groupby(['dataset', 'fraction', 'val']):
+        base = g[g['arm'] == 'real']
+        for (loss, arm, ratio), h in g[g['arm'].isin(SYN_ARMS)].groupby(['loss', 'arm', 'ratio']):
+            if base.empty: continue
+            for draw, x in draw_difference(h, base)['per_draw'].items():
+                out.append(dict(dataset=d, fraction=f, val=v, loss=loss, arm=arm, ratio=ratio, draw=draw, n_real=int(h['n_real'].iloc[0]), d_auc=x))
+    D = pd.DataFrame(out)
+    if D.empty or generators is None or generators.empty or 'kid' not in generators: return D.assign(kid=np.nan, kid_floor=np.nan)
+    return D.merge(generators[['dataset', 'fraction', 'loss', 'draw', 'kid', 'kid_floor']], on=['dataset', 'fraction', 'loss', 'draw'], how='left')
 
 def scarce_markdown(t:pd.DataFrame) -> pd.DataFrame:
     "The printed form of `scarce_table`."
-    def copies(r):
-        if 'nearcopy_share' not in r or pd.isna(r.get('nearcopy_share')): return ''
-        return f"{r['nearcopy_share']:.0%} (median ratio {r['median_ratio']:.2f}; {int(r['gen_steps'])} steps)" + (' **replays its subset**' if r['replays'] else '')
+    col = lambda c: t[c] if c in t else pd.Series(np.nan, t.index)
+    def gen(r):
+        if pd.isna(r.get('nearcopy_share', np.nan)): return ''
+        kid = '' if pd.isna(r.get('kid', np.nan)) else f"KID {r['kid']:.4f} (floor {r['kid_floor']:.4f}); "
+        rep = f" **{int(r['replays'])} of {int(r['gen_draws'])} replay their subset**" if r.get('replays') else ''
+        return f"{kid}{r['nearcopy_share']:.0%} near-copies; {int(r['gen_steps'])} steps" + rep
+    diff = lambda lo, hi: ['' if pd.isna(m) else _fmt_ci(m, a, b, signed=True) for m, a, b in zip(col('d_auc_mean'), col(lo), col(hi))]
     return pd.DataFrame({'data set': t['dataset'], 'real images': [f"{n} ({f:.0%})" for n, f in zip(t['n_real'], t['fraction'])],
+                         'validation': [v if pd.isna(n) else f"{v} ({int(n)})" for v, n in zip(t['val'], col('n_val'))],
                          'arm': t['arm'].map(ARM_NAMES), 'loss': t['loss'],
-                         'syn:real': [f"{r:g}x" if r else '' for r in t['ratio']], 'seeds': t['seeds'],
-                         'ACC [95% CI]': [_fmt_ci(*x, bounds=(0, 1)) for x in zip(t['acc_mean'], t['acc_low'], t['acc_high'])],
+                         'syn:real': [f"{r:g}x" if r else '' for r in t['ratio']],
+                         'draws x seeds': [f"{a} x {b}" for a, b in zip(t['draws'], t['seeds'])],
                          'AUC [95% CI]': [_fmt_ci(*x, bounds=(0, 1)) for x in zip(t['auc_mean'], t['auc_low'], t['auc_high'])],
-                         'ΔAUC vs real only [95% CI]': ['' if pd.isna(m) else _fmt_ci(m, lo, hi, signed=True)
-                                                       for m, lo, hi in zip(t.get('d_auc_mean', np.nan), t.get('d_auc_low', np.nan), t.get('d_auc_high', np.nan))],
-                         'finding': t.get('finding', pd.Series([''] * len(t))).fillna(''),
-                         'generator copies': [copies(r) for _, r in t.iterrows()]})
+                         'ΔAUC vs real only [95% CI, draws]': diff('d_auc_low', 'd_auc_high'),
+                         'ΔAUC [95% CI, seeds pooled]': diff('d_auc_pooled_low', 'd_auc_pooled_high'),
+                         'finding': col('finding').fillna(''), 'generators': [gen(r) for _, r in t.iterrows()]})
+
 
 # %% ../nbs/09_scarce.ipynb #9ef65406
 ARM_COLOURS = {'real': 'black', 'real+aug': '#0173b2', 'real+syn': '#de8f05', 'real+syn+aug': '#029e73'}
 LOSS_MARKERS = ('s', '^', 'D', 'v')
+FRACTION_MARKERS = ('o', 's', '^', 'D', 'v', 'P')
 
-def fig_scarce(t:pd.DataFrame):
-    "Figure: AUC, accuracy and paired ΔAUC from real only against real training images per arm (95 % intervals), one column per data set; generator loss as marker and line style."
+def _delta_panel(ax, g:pd.DataFrame, styles:dict):
+    "ΔAUC from real only against real images per class, one line per (arm, loss, ratio), 95 % intervals."
+    ax.axhline(0, color='grey', ls='--', lw=0.8)
+    groups = list(g.groupby(['arm', 'loss', 'ratio'], sort=False))
+    for i, ((arm, loss, ratio), h) in enumerate(groups):
+        h = h.sort_values('n_real')
+        x = (h['n_real'] / h['n_classes']).to_numpy() * 1.045 ** (i - (len(groups) - 1) / 2)   # a small dodge keeps the bars apart
+        marker, ls = styles.get(loss, ('o', '-'))
+        lab = ARM_NAMES[arm] + ('' if loss == '-' else f" ({loss}{'' if ratio == 1 else f', {ratio:g}x'})")
+        c, y = ARM_COLOURS[arm], h['d_auc_mean']
+        ax.plot(x, y, marker=marker, ms=4.5, color=c, ls=ls, label=lab)
+        if h['d_auc_low'].notna().any():
+            ax.errorbar(x, y, yerr=[y - h['d_auc_low'], h['d_auc_high'] - y], fmt='none', capsize=2, color=c, lw=0.9)
+    per_class = sorted((g['n_real'] / g['n_classes']).unique())
+    ax.set_xscale('log'); ax.minorticks_off()
+    ax.set_xlim(per_class[0] / 1.5, per_class[-1] * 1.5); ax.set_xticks(per_class, [f"{v:.3g}" for v in per_class])
+    ax.set_xlabel('real training images per class (log scale)')
+
+def _kid_panel(ax, D:pd.DataFrame):
+    "Each draw's ΔAUC of the synthetic arms against its generator's KID, the real-vs-real floor dotted."
+    D = D[D['kid'].notna()] if not D.empty else D
+    if D.empty:
+        ax.text(0.5, 0.5, 'no generator KID recorded', ha='center', va='center', transform=ax.transAxes, fontsize=8); return
+    ax.axhline(0, color='grey', ls='--', lw=0.8)
+    fr = sorted(D['fraction'].unique())
+    for (arm, f), h in D.groupby(['arm', 'fraction']):
+        ax.scatter(h['kid'], h['d_auc'], s=18, color=ARM_COLOURS[arm], marker=FRACTION_MARKERS[fr.index(f) % len(FRACTION_MARKERS)],
+                   alpha=0.8, label=f"{f:.0%} of the real images")
+    ax.axvline(D['kid_floor'].mean(), color='grey', ls=':', lw=1)
+    ax.set_xlabel("subset generator's KID vs real test images")
+
+def fig_scarce(t:pd.DataFrame, per_draw:pd.DataFrame|None=None):
+    """The headline figure: paired ΔAUC from real only against real training images per class, 95 % intervals over subset draws,
+    one column per data set (top); each draw's ΔAUC of the synthetic arms against its generator's KID (bottom)."""
     import matplotlib.pyplot as plt
+    val = 'scarce' if 'scarce' in set(t['val']) else t['val'].iloc[0]
+    t = t[(t['val'] == val) & (t['arm'] != 'real')]
+    if t.empty: raise MedsynError("no arm to compare with real only: the scarce table holds real-only rows alone")
+    D = per_draw if per_draw is not None else pd.DataFrame(columns=['dataset', 'val', 'kid'])
+    D = D[D['val'] == val] if not D.empty else D
     ds = sorted(t['dataset'].unique())
-    fig, axes = plt.subplots(3, len(ds), figsize=(3.3 * len(ds) + 2.4, 7.0), squeeze=False, sharex='col',
-                             gridspec_kw=dict(height_ratios=[1, 1, 0.8]))
+    fig, axes = plt.subplots(2, len(ds), figsize=(3.4 * len(ds) + 2.6, 5.8), squeeze=False)
     losses = sorted(x for x in t['loss'].unique() if x != '-')
     styles = {l: (m, ls) for l, m, ls in zip(losses, LOSS_MARKERS, ['--', ':', '-.', (0, (1, 3))])}
     for j, d in enumerate(ds):
-        g = t[t['dataset'] == d]
-        groups = list(g.groupby(['arm', 'loss', 'ratio'], sort=False))
-        n = sorted(g['n_real'].unique())
-        for row, m in enumerate(('auc', 'acc', 'd_auc')):
-            ax = axes[row, j]
-            if m == 'd_auc': ax.axhline(0, color='grey', ls='--', lw=0.8)
-            for i, ((arm, loss, ratio), h) in enumerate(groups):
-                if m == 'd_auc' and arm == 'real': continue
-                h = h.sort_values('n_real')
-                x = h['n_real'].to_numpy() * 1.045 ** (i - (len(groups) - 1) / 2)   # a small dodge keeps the bars apart
-                marker, ls = styles.get(loss, ('o', '-'))
-                lab = ARM_NAMES[arm] + ('' if loss == '-' else f" ({loss}{'' if ratio == 1 else f', {ratio:g}x'})")
-                c = ARM_COLOURS[arm]
-                lo, hi = h[f'{m}_low'], h[f'{m}_high']
-                if m != 'd_auc': lo, hi = lo.clip(0, 1), hi.clip(0, 1)   # a t-interval of a score in [0, 1], shown within it
-                ax.plot(x, h[f'{m}_mean'], marker=marker, ms=4.5, color=c, ls=ls, label=lab if m == 'auc' else None)
-                if lo.notna().any():
-                    ax.errorbar(x, h[f'{m}_mean'], yerr=[h[f'{m}_mean'] - lo, hi - h[f'{m}_mean']], fmt='none', capsize=2, color=c, lw=0.9)
-                    if len(h) > 1: ax.fill_between(x, lo, hi, color=c, alpha=0.10, lw=0)
-            ax.set_xscale('log'); ax.minorticks_off()
-            ax.set_xlim(n[0] / 1.5, n[-1] * 1.5); ax.set_xticks(n, [str(v) for v in n])
-            ax.set_ylabel(('ΔAUC vs real only\n(paired by seed)' if m == 'd_auc' else f"test {m.upper()}\n(real test images)") if j == 0 else '')
-            if row == 0: ax.set_title(d)
-            if row == 2: ax.set_xlabel('real training images (log scale)')
-    h, l = axes[0, -1].get_legend_handles_labels()
-    fig.legend(h, l, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title='arm (generator loss)', title_fontsize=7)
-    fig.suptitle(f"Scarce real data: mean and 95 % interval over {int(t['seeds'].max())} classifier seeds", fontsize=9)
+        _delta_panel(axes[0, j], t[t['dataset'] == d], styles); axes[0, j].set_title(d)
+        _kid_panel(axes[1, j], D[D['dataset'] == d] if not D.empty else D)
+    axes[0, 0].set_ylabel('ΔAUC vs real only\n(95 % CI over draws)'); axes[1, 0].set_ylabel('ΔAUC of each draw\n(synthetic arms)')
+    for row, title in ((0, 'arm (generator loss)'), (1, 'fraction (colour: arm)')):
+        seen = {}
+        for ax in axes[row]:
+            for h, l in zip(*ax.get_legend_handles_labels()): seen.setdefault(l, h)
+        if seen: fig.legend(list(seen.values()), list(seen), loc='center left', fontsize=7, frameon=False, title=title, title_fontsize=7,
+                            bbox_to_anchor=(1.0, 0.75 if row == 0 else 0.25))
+    fig.suptitle(f"Scarce real data ({val} validation set): {int(t['draws'].max())} subset draws x {int(t['seeds'].max())} "
+                 "classifier seeds", fontsize=9)
     fig.tight_layout()
     return fig
+

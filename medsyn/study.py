@@ -60,9 +60,8 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     losses = s.losses if losses is None else load_settings(preset, losses=losses).losses
     root = Path(runs_dir)/preset
     from medsyn.scarce import runs_scarce
-    sc = {d: runs_scarce(s, d) for d in datasets}
-    cells = [Cell(d, None, root/d/'real', sc[d]) for d in datasets]
-    cells += [Cell(d, l, root/d/l, sc[d]) for d in datasets for l in losses]
+    cells = [Cell(d, None, root/d/'real', runs_scarce(s, d)) for d in datasets]
+    cells += [Cell(d, l, root/d/l, runs_scarce(s, d, l)) for d in datasets for l in losses]
     bd = [d for d in datasets if 'all' in s.backbone_datasets or d in s.backbone_datasets]
     return cells + [Cell(d, l, root/d/b/l, backbone=b) for d in bd for b in extra_backbones(s) for l in s.backbone_losses]
 
@@ -342,38 +341,41 @@ def stage_classify(ctx:StageContext) -> dict:
     return out
 
 def stage_scarce(ctx:StageContext, progress:bool=True) -> dict:
-    """The scarce-data experiment at every fraction f < 1 (nbs/09_scarce.ipynb). In the real-data cell: the real-only and
-    classical-augmentation arms. In a loss cell: a generator trained on the f-subset only (never on the other real images),
-    its samples and copy audit, and the synthetic arms."""
-    from medsyn.scarce import (low_data_fractions, frac_dir, real_subset, run_arms, train_generator, sample_fraction,
-                               copy_audit, REAL_ARMS, SYN_ARMS)
+    """The scarce-data experiment at every fraction f < 1 and subset draw (nbs/09_scarce.ipynb). In the real-data cell: the
+    real-only and classical-augmentation arms. In a loss cell: per draw a generator trained on that f-subset only (never on the
+    other real images), its samples, copy audit and KID, and the synthetic arms."""
+    from medsyn.scarce import (low_data_fractions, subset_draws, frac_dir, real_subset, run_arms, train_generator, sample_fraction,
+                               copy_audit, generator_quality, REAL_ARMS, SYN_ARMS)
     s, out = ctx.settings, {}
     for f in low_data_fractions(s):
-        fd = frac_dir(ctx.run_dir, f)
-        if (fd/'metrics.json').exists(): out[f] = load_json(fd/'metrics.json'); continue
-        if ctx.loss is None: out[f] = run_arms(ctx.dataset, REAL_ARMS, f, fd, s, progress=progress); continue
-        rd = frac_dir(ctx.real_dir, f)            # the arms this cell is compared with (the real cell makes them in the grid)
-        if not (rd/'metrics.json').exists(): run_arms(ctx.dataset, REAL_ARMS, f, rd, s, progress=progress)
-        sub, _ = real_subset(ctx.dataset, f, s)
-        train_generator(ctx.dataset, ctx.loss, f, fd/'model', s, progress=progress)
-        if not (fd/'synthetic.npz').exists(): sample_fraction(fd/'model', sub, fd/'synthetic.npz', s, progress=progress)
-        save_json(copy_audit(fd/'synthetic.npz', sub, s), fd/'audit.json')
-        out[f] = run_arms(ctx.dataset, SYN_ARMS, f, fd, s, synthetic=fd/'synthetic.npz', progress=progress)
+        for k in subset_draws(s):
+            fd = frac_dir(ctx.run_dir, f, k)
+            if (fd/'metrics.json').exists(): out[(f, k)] = load_json(fd/'metrics.json'); continue
+            if ctx.loss is None: out[(f, k)] = run_arms(ctx.dataset, REAL_ARMS, f, k, fd, s, progress=progress); continue
+            rd = frac_dir(ctx.real_dir, f, k)     # the arms this cell is compared with (the real cell makes them in the grid)
+            if not (rd/'metrics.json').exists(): run_arms(ctx.dataset, REAL_ARMS, f, k, rd, s, progress=progress)
+            sub, idx = real_subset(ctx.dataset, f, s, k)
+            train_generator(ctx.dataset, ctx.loss, f, k, fd/'model', s, progress=progress)
+            if not (fd/'synthetic.npz').exists(): sample_fraction(fd/'model', sub, fd/'synthetic.npz', s, k, progress=progress)
+            save_json(copy_audit(fd/'synthetic.npz', sub, s), fd/'audit.json')
+            save_json(generator_quality(fd/'synthetic.npz', idx, ctx.dataset, s, seed=k, progress=progress), fd/'quality.json')
+            out[(f, k)] = run_arms(ctx.dataset, SYN_ARMS, f, k, fd, s, synthetic=fd/'synthetic.npz', progress=progress)
     return out
 
 def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
     """Membership inference (nbs/10_privacy.ipynb) against the cell's full-data generator (non-members: validation and test
-    images) and each scarce-data fraction's generator (non-members: the rest of the training split), with their synthetic sets."""
+    images) and each scarce-data draw's generator (non-members: the rest of the training split), with their synthetic sets."""
     from medsyn.privacy import audit_membership, audit_over_steps
-    from medsyn.scarce import low_data_fractions, frac_dir, runs_scarce
+    from medsyn.scarce import low_data_fractions, subset_draws, frac_dir, runs_scarce
     s = ctx.settings
     n = s.privacy_max_images or None
     out = {'full': audit_membership(ctx.model_dir, ctx.synthetic, n, s, seed=s.seed, progress=progress)}
     out['full']['over_steps'] = audit_over_steps(ctx.model_dir, n, s, seed=s.seed)      # every checkpoint the trainer kept
-    if runs_scarce(s, ctx.dataset):
+    if runs_scarce(s, ctx.dataset, ctx.loss):
         for f in low_data_fractions(s):
-            fd = frac_dir(ctx.run_dir, f)
-            out[f'frac-{f:g}'] = audit_membership(fd/'model', fd/'synthetic.npz', n, s, seed=s.seed, progress=progress)
+            for k in subset_draws(s):
+                fd = frac_dir(ctx.run_dir, f, k)
+                out[f'frac-{f:g}/draw-{k}'] = dict(audit_membership(fd/'model', fd/'synthetic.npz', n, s, seed=s.seed, progress=progress), draw=k)
     save_json(out, ctx.run_dir/'privacy.json')
     return out
 
@@ -391,9 +393,10 @@ def _have(ctx, stage) -> bool:
     if stage == 'evaluate': return ctx.metrics.exists()
     if stage == 'privacy': return (ctx.run_dir/'privacy.json').exists()
     if stage == 'scarce':           # done, or not run for this data set
-        from medsyn.scarce import low_data_fractions, frac_dir, runs_scarce
-        if not runs_scarce(ctx.settings, ctx.dataset): return True
-        return all((frac_dir(ctx.run_dir, f)/'metrics.json').exists() for f in low_data_fractions(ctx.settings))
+        from medsyn.scarce import low_data_fractions, subset_draws, frac_dir, runs_scarce
+        s = ctx.settings
+        if not runs_scarce(s, ctx.dataset, ctx.loss): return True
+        return all((frac_dir(ctx.run_dir, f, k)/'metrics.json').exists() for f in low_data_fractions(s) for k in subset_draws(s))
     return (ctx.run_dir/'fidelity.json').exists()
 
 def ensure(ctx:StageContext, stage:str) -> list:

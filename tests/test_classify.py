@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsyn.classify import (build_classifier, class_fidelity, classification_metrics, classify, curve_table,
+from medsyn.classify import (build_classifier, class_fidelity, classification_metrics, classify,
                              load_classifier, predict, train_classifier, weights_file, write_synthetic)
 from medsyn.core import ARCHS, MedsynError, load_settings
 from medsyn.data import load_medmnist, subsample
@@ -174,16 +174,10 @@ def test_mixed_regime_adds_mix_ratio_synthetic_per_real(tmp_path, syn):
     assert cell["n_real"] == 55 and cell["n_synthetic"] == 28          # 10 % of 546 real, 0.5 synthetic per real image
 
 
-def test_low_data_regime_is_the_augmentation_curve(tmp_path, syn):
-    res = classify(FLAG, "low_data", tmp_path / "low", synthetic=syn, seeds=[0], settings=smoke(train_fraction=1.0, fractions="0.05,0.1"),
-                   progress=False)
-    t = curve_table(res)
-    assert list(t["fraction"]) == [0.05, 0.1, 0.05, 0.1] and list(t["with_synthetic"]) == [False, False, True, True]
-    assert list(t["n_real"]) == [27, 55, 27, 55] and list(t["n_synthetic"]) == [0, 0, 27, 55]
-    for c in ("frac-0.05", "frac-0.05+syn", "frac-0.1", "frac-0.1+syn"):
-        assert (tmp_path / "low" / c / "seed-0" / "model.pt").exists()
-    one = classify(FLAG, "low_data", tmp_path / "one", fraction=0.05, seeds=[0], settings=smoke(train_fraction=1.0), progress=False)
-    assert [c["cell"] for c in one["cells"]] == ["frac-0.05"]                   # without synthetic: real only
+def test_the_retired_low_data_regime_points_to_the_scarce_experiment(tmp_path, syn):
+    with pytest.raises(MedsynError, match="trains a generator on each subset only"):
+        classify(FLAG, "low_data", tmp_path / "low", synthetic=syn, seeds=[0], settings=smoke(), progress=False)
+    assert nothing_written(tmp_path, "low")
 
 
 def test_class_fidelity(real_run, syn):
@@ -209,11 +203,9 @@ def nothing_written(tmp_path, name="bad"):
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, syn, monkeypatch):
     s, out = smoke(), tmp_path / "bad"
     cases = [
-        (dict(regime="tstr"), "Valid regimes: real, synthetic, mixed, low_data"),
+        (dict(regime="tstr"), "Valid regimes: real, synthetic, mixed$"),
         (dict(regime="real", arch="resnet34"), "Valid architectures: resnet18_28"),
         (dict(regime="synthetic"), "needs a synthetic data set"),
-        (dict(regime="low_data", fraction=0.0), r"fraction must be in \(0, 1\]"),
-        (dict(regime="low_data", fraction=1.5), r"fraction must be in \(0, 1\]"),
         (dict(regime="mixed", synthetic=tmp_path / "missing.npz"), "no such file"),
     ]
     rt = load_medmnist("retinamnist", "train")
@@ -231,7 +223,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, syn, monkeypatch):
         with pytest.raises(MedsynError, match=msg):
             classify(FLAG, out=out, seeds=[0], settings=s, progress=False, **kw)
         assert nothing_written(tmp_path), kw
-    # a class with no images in the real training split: subsampling cannot keep it
+    # a class with no images in the real training split: subsampling (train_fraction) cannot keep it
     import medsyn.classify as C
     real_load = C.load_medmnist
     def without_class_0(flag, split="train", *a, **k):
@@ -239,7 +231,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, syn, monkeypatch):
         return ds.subset(np.flatnonzero(ds.labels != 0)) if split == "train" else ds
     monkeypatch.setattr(C, "load_medmnist", without_class_0)
     with pytest.raises(MedsynError, match="class 0 has no images"):
-        classify(FLAG, "low_data", out, fraction=0.5, seeds=[0], settings=s, progress=False)
+        classify(FLAG, "real", out, seeds=[0], settings=s, progress=False)
     assert nothing_written(tmp_path)
 
 

@@ -294,7 +294,7 @@ def test_a_killed_scarce_stage_rerun_gives_the_same_report(fault, scarce_referen
     assert want.keys() == got.keys() and "scarce.csv" in want, sorted(want)
     differ = [n for n in want if want[n] != got[n]]
     assert not differ, differ
-    fr = Path("runs") / "smoke" / FLAG / "l2" / "low_data" / "frac-0.5"
+    fr = Path("runs") / "smoke" / FLAG / "l2" / "low_data" / "frac-0.5" / "draw-0"
     a, b = ref / fr, tmp_path / fr
     from medsyn.diffusion import checkpoints
     ta, tb = tensors(checkpoints(a / "model")[-1]), tensors(checkpoints(b / "model")[-1])

@@ -142,20 +142,23 @@ def test_scarce_stage_writes_every_arm_and_its_generator_saw_only_the_classifier
     from medsyn.data import indices_digest
     ds = study["runs"] / "breastmnist"
     s = load_settings("smoke")
-    _, idx = real_subset("breastmnist", 0.5, s)
-    fd = ds / "l2" / "low_data" / "frac-0.5"
-    for f in ("model/config.json", "synthetic.npz", "synthetic.json", "audit.json", "metrics.json", "predictions.npz"):
+    _, idx = real_subset("breastmnist", 0.5, s, 0)
+    fd = ds / "l2" / "low_data" / "frac-0.5" / "draw-0"
+    for f in ("model/config.json", "synthetic.npz", "synthetic.json", "audit.json", "quality.json", "metrics.json", "predictions.npz"):
         assert (fd / f).exists(), f
     assert (ds / "l2" / "scarce.ipynb").exists() and (ds / "real" / "scarce.ipynb").exists()
     seen = json.loads((fd / "model" / "config.json").read_text())["real_images"]
     syn_rows = json.loads((fd / "metrics.json").read_text())["rows"]
-    real_rows = json.loads((ds / "real" / "low_data" / "frac-0.5" / "metrics.json").read_text())["rows"]
+    real_rows = json.loads((ds / "real" / "low_data" / "frac-0.5" / "draw-0" / "metrics.json").read_text())["rows"]
     # the generator saw exactly the classifiers' real images: the same indices, the same digest in every row
     assert seen["indices"] == idx.tolist() and seen["fraction"] == 0.5
     assert {r["real_digest"] for r in syn_rows + real_rows} == {indices_digest(idx)} == {seen["digest"]}
     assert {r["arm"] for r in real_rows} == {"real", "real+aug"} and {r["arm"] for r in syn_rows} == {"real+syn", "real+syn+aug"}
     assert sorted({r["seed"] for r in syn_rows}) == s.low_data_seeds and len(s.low_data_seeds) >= 3
     assert json.loads((fd / "synthetic.json").read_text())["real_images"]["digest"] == seen["digest"]
+    assert {r["val"] for r in syn_rows + real_rows} == set(s.low_data_val) == {"scarce"} and seen["subset_seed"] == 0
+    q = json.loads((fd / "quality.json").read_text())
+    assert q["kid_floor"] < q["kid"] and q["n"] > 0              # a smoke generator's images are far from real ones
 
 
 def test_a_generator_that_saw_other_images_fails_the_leak_check(study, tmp_path):
@@ -164,7 +167,7 @@ def test_a_generator_that_saw_other_images_fails_the_leak_check(study, tmp_path)
     runs = tmp_path / "smoke"
     shutil.copytree(study["runs"] / "breastmnist", runs / "breastmnist")
     assert len(collect_scarce(runs)["rows"]) == 4 * len(load_settings("smoke").low_data_seeds)
-    cfg = runs / "breastmnist" / "l2" / "low_data" / "frac-0.5" / "model" / "config.json"
+    cfg = runs / "breastmnist" / "l2" / "low_data" / "frac-0.5" / "draw-0" / "model" / "config.json"
     c = json.loads(cfg.read_text()); c["real_images"]["digest"] = "0000000000000000"; cfg.write_text(json.dumps(c))
     with pytest.raises(MedsynError, match="leak"):
         collect_scarce(runs)
@@ -172,7 +175,7 @@ def test_a_generator_that_saw_other_images_fails_the_leak_check(study, tmp_path)
 
 def test_report_writes_the_scarce_table_and_figure(study):
     t = (study["tmp"] / "tables" / "scarce.md").read_text()
-    assert "real + classical aug." in t and "real + synthetic + classical aug." in t and "ΔAUC vs real only" in t
+    assert "real + classical aug." in t and "real + synthetic + classical aug." in t and "ΔAUC vs real only [95% CI, draws]" in t
     assert (study["tmp"] / "figures" / "low_data.png").exists()
     csv = pd.read_csv(study["tmp"] / "tables" / "scarce.csv")
     assert set(csv["arm"]) == {"real", "real+aug", "real+syn", "real+syn+aug"} and (csv["seeds"] >= 3).all()
@@ -182,8 +185,8 @@ def test_privacy_stage_audits_the_full_and_the_subset_generators(study):
     d = study["runs"] / "breastmnist" / "l2"
     assert (d / "privacy.ipynb").exists()
     p = json.loads((d / "privacy.json").read_text())
-    assert set(p) == {"full", "frac-0.5"}
-    assert p["full"]["fraction"] == 1.0 and p["frac-0.5"]["fraction"] == 0.5
+    assert set(p) == {"full", "frac-0.5/draw-0"}
+    assert p["full"]["fraction"] == 1.0 and p["frac-0.5/draw-0"]["fraction"] == 0.5 and p["frac-0.5/draw-0"]["draw"] == 0
     assert set(p["full"]["attacks"]) == {"loss", "t_error", "black_box"}
     assert p["full"]["n_members"] == load_settings("smoke").privacy_max_images
     t = pd.read_csv(study["tmp"] / "tables" / "privacy.csv")
