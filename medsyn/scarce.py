@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import MedsynError, load_settings, load_json, save_json, run_record
-from .data import (load_medmnist, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit)
+from .core import MedsynError, load_settings, load_json, save_json, run_record, atomic_path
+from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation,
+                         MedMNISTSplit)
 
 # %% auto #0
 __all__ = ['ARMS', 'ARM_NAMES', 'REAL_ARMS', 'SYN_ARMS', 'VAL_MODES', 'REPLAY_SHARE', 'GEN_QUALITY', 'ARM_COLOURS',
@@ -119,7 +120,6 @@ def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, draw:int, progress:
 def copy_audit(synthetic, subset:MedMNISTSplit, s) -> dict:
     "Pixel-space copy audit of a fraction's synthetic images against its real subset (test images as the reference distance)."
     from medsyn.metrics import memorisation_audit
-    from medsyn.data import load_npz
     syn = load_npz(synthetic)
     test = load_medmnist(subset.flag, 'test', s.image_size, s.data_dir or None)
     a = memorisation_audit(syn.images, subset.images, test.images, settings=s, progress=False, inception=False)['pixel']
@@ -131,7 +131,6 @@ def generator_quality(synthetic, subset_idx, dataset:str, s, seed:int=0, progres
     """KID and FID-2048 of a subset generator's images against the real test split, beside the floor: as many real training
     images it never saw, against the same test images (Inception features in `fid_precision`, cached)."""
     from medsyn.metrics import image_features, kid_from_features, fid_from_features
-    from medsyn.data import load_npz
     syn = load_npz(synthetic).images
     tr = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
     test = load_medmnist(dataset, 'test', s.image_size, s.data_dir or None)
@@ -155,7 +154,6 @@ def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None
     `low_data_ratios` ratio in the synthetic arms); write `out`/metrics.json and predictions.npz."""
     from tqdm.auto import tqdm
     from medsyn.classify import train_classifier, predict, classification_metrics, load_synthetic, mix_in, check_arch
-    from medsyn.core import atomic_path
     bad = [a for a in arms if a not in ARMS]
     if bad: raise MedsynError(f"unknown arm(s) {bad}. Arms: {', '.join(ARMS)}")
     needs_syn = any(a in SYN_ARMS for a in arms)
