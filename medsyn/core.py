@@ -139,8 +139,11 @@ SCHEMA = {
     'low_data_subset_seeds': Key('list[int]', 'independent draws of each scarce-data subset: each seed draws its own training (and validation) subset, with its own generator and arms'),
     'low_data_val': Key('list[str]', "validation images the scarce-data arms pick their epoch on: scarce (the same fraction of the validation split, drawn with the subset) or full (all of it); a list runs both", ('scarce', 'full')),
     'low_data_seeds': Key('list[int]', 'classifier seeds of each scarce-data arm (paired across arms)'),
-    'low_data_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arms (a list sweeps them)'),
+    'low_data_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arm (a list sweeps them; "+ synthetic + classical" takes the first)'),
+    'low_data_max_synthetic': Key('int', 'sweep a ratio of low_data_ratios only where it asks for at most this many synthetic images (0: every ratio everywhere; the first ratio always runs)'),
     'low_data_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)'),
+    'low_data_max_steps': Key('int', 'most optimiser steps of a scarce-data generator (0: train_steps); low_data_max_epochs caps small subsets'),
+    'low_data_workers': Key('int', 'scarce-data draws run at once, each in its own process with its share of the CPU threads (CPU: 2 on 2 cores gives ~1.3x; GPU: 1)'),
     # privacy (nbs/10_privacy.ipynb)
     'privacy_max_images': Key('int', 'membership inference: members audited per generator, and as many non-members (0: all)'),
     # LIME

@@ -6,11 +6,12 @@ Docs: https://medsyn.github.io/medsyn/scarce.html.md"""
 
 # %% ../nbs/09_scarce.ipynb #d9c0a742
 from __future__ import annotations
-import math, time
+import concurrent.futures as cf, math, multiprocessing as mp, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .core import MedsynError, load_settings, load_json, save_json, run_record, atomic_path
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation,
@@ -19,10 +20,10 @@ from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indic
 # %% auto #0
 __all__ = ['ARMS', 'ARM_NAMES', 'REAL_ARMS', 'SYN_ARMS', 'VAL_MODES', 'REPLAY_SHARE', 'GEN_QUALITY', 'ARM_COLOURS',
            'LOSS_MARKERS', 'FRACTION_MARKERS', 'low_data_fractions', 'subset_draws', 'runs_scarce', 'real_subset',
-           'val_subset', 'frac_dir', 'generator_steps', 'generator_settings', 'train_generator', 'sample_fraction',
-           'copy_audit', 'generator_quality', 'run_arms', 'mean_ci', 'paired_difference', 'verdict', 'draw_difference',
-           'draws_needed', 'check_leak', 'check_draws', 'collect_scarce', 'arm_ci', 'scarce_table', 'draw_table',
-           'scarce_markdown', 'fig_scarce']
+           'val_subset', 'frac_dir', 'generator_steps', 'generator_settings', 'train_generator', 'arm_ratios',
+           'sample_fraction', 'copy_audit', 'generator_quality', 'run_arms', 'run_draw', 'run_draws', 'mean_ci',
+           'paired_difference', 'verdict', 'draw_difference', 'draws_needed', 'check_leak', 'check_draws',
+           'collect_scarce', 'arm_ci', 'scarce_table', 'draw_table', 'scarce_markdown', 'fig_scarce']
 
 # %% ../nbs/09_scarce.ipynb #3381cc01
 ARMS = ('real', 'real+aug', 'real+syn', 'real+syn+aug')
@@ -72,9 +73,12 @@ def frac_dir(run_dir, fraction:float, draw:int) -> Path:
 
 # %% ../nbs/09_scarce.ipynb #9c781395
 def generator_steps(n_images:int, s) -> int:
-    "Optimiser steps of a generator trained on `n_images`: at most `low_data_max_epochs` passes, at most `train_steps`."
+    """Optimiser steps of a generator trained on `n_images`: at most `low_data_max_epochs` passes, at most `train_steps` and at
+    most `low_data_max_steps` (0: no cap of its own)."""
     if s.low_data_max_epochs < 1: raise MedsynError(f"low_data_max_epochs must be at least 1, got {s.low_data_max_epochs}")
-    return int(min(s.train_steps, max(1, math.ceil(s.low_data_max_epochs * n_images / s.batch_size))))
+    if s.low_data_max_steps < 0: raise MedsynError(f"low_data_max_steps must be >= 0 (0: train_steps), got {s.low_data_max_steps}")
+    cap = min(s.train_steps, s.low_data_max_steps or s.train_steps)
+    return int(min(cap, max(1, math.ceil(s.low_data_max_epochs * n_images / s.batch_size))))
 
 # %% ../nbs/09_scarce.ipynb #8d584ef7
 def generator_settings(s, fraction:float, n_images:int, draw:int):
@@ -98,12 +102,21 @@ def train_generator(dataset:str, loss:str, fraction:float, draw:int, out, s, pro
 # %% ../nbs/09_scarce.ipynb #0cde2c14
 REPLAY_SHARE = 0.5   # more near-copies than this: the generator replays its subset
 
+def arm_ratios(arm:str, n_real:int, s) -> list:
+    """The syn:real ratios arm `arm` runs on a subset of `n_real` images: real+syn sweeps `low_data_ratios` (those asking at most
+    `low_data_max_synthetic` synthetic images, 0: all; the first always), real+syn+aug the first; real arms none ([0.0])."""
+    if arm not in SYN_ARMS: return [0.0]
+    r = [float(x) for x in s.low_data_ratios]
+    if not r or min(r) <= 0: raise MedsynError(f"low_data_ratios must be one or more numbers > 0, got {s.low_data_ratios}")
+    if s.low_data_max_synthetic < 0: raise MedsynError(f"low_data_max_synthetic must be >= 0 (0: no cap), got {s.low_data_max_synthetic}")
+    if arm != 'real+syn': return r[:1]
+    return [x for i, x in enumerate(r) if i == 0 or not s.low_data_max_synthetic or x * n_real <= s.low_data_max_synthetic]
+
 def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, draw:int, progress:bool=True) -> Path:
-    "Sample `max(low_data_ratios)` images per real image of each class of `subset` from draw `draw`'s generator in `model_dir`."
+    "Sample the largest ratio `arm_ratios` allows, per real image of each class of `subset`, from draw `draw`'s generator in `model_dir`."
     from medsyn.diffusion import load_model, generate, resolve_checkpoint
     from medsyn.classify import write_synthetic
-    ratio = max(s.low_data_ratios)
-    if ratio <= 0: raise MedsynError(f"low_data_ratios must be > 0, got {s.low_data_ratios}")
+    ratio = max(max(arm_ratios(a, len(subset), s)) for a in SYN_ARMS)
     ck = resolve_checkpoint(model_dir)
     unet, sch, meta = load_model(ck, ema=True, device=s.device)
     labels = np.repeat(np.arange(subset.n_classes), [math.ceil(ratio * k) for k in subset.class_counts()])
@@ -152,7 +165,6 @@ def generator_quality(synthetic, subset_idx, dataset:str, s, seed:int=0, progres
 def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None, progress:bool=True) -> dict:
     """Train and test the classifiers of `arms` on draw `draw` of `fraction`: per `low_data_val` mode, `low_data_seeds` seed (and
     `low_data_ratios` ratio in the synthetic arms); write `out`/metrics.json and predictions.npz."""
-    from tqdm.auto import tqdm
     from medsyn.classify import train_classifier, predict, classification_metrics, load_synthetic, mix_in, check_arch
     bad = [a for a in arms if a not in ARMS]
     if bad: raise MedsynError(f"unknown arm(s) {bad}. Arms: {', '.join(ARMS)}")
@@ -173,8 +185,7 @@ def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None
     vals = {m: val_subset(dataset, fraction, s, draw, m) for m in s.low_data_val}
     test = load_medmnist(dataset, 'test', s.image_size, s.data_dir or None)
     aug = classical_augmentation(dataset, sub.n_channels)
-    runs = [(v, a, r, seed) for v in s.low_data_val for a in arms for r in (s.low_data_ratios if a in SYN_ARMS else [0.0])
-            for seed in s.low_data_seeds]
+    runs = [(v, a, r, seed) for v in s.low_data_val for a in arms for r in arm_ratios(a, len(sub), s) for seed in s.low_data_seeds]
     rows, scores = [], {}
     for mode, arm, ratio, seed in tqdm(runs, desc=f"{dataset} {fraction:g} draw {draw}: {', '.join(arms)}", disable=not progress):
         val, vidx = vals[mode]
@@ -195,6 +206,49 @@ def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None
     save_json(res, out/'metrics.json')
     return res
 
+
+# %% ../nbs/09_scarce.ipynb #5802ffaf
+def run_draw(dataset:str, loss:str|None, fraction:float, draw:int, run_dir, real_dir, s, progress:bool=True) -> dict:
+    """Draw `draw` of `fraction`, whole (kept if done). Real-data cell (`loss` None, `run_dir` its folder): the real arms. Loss cell:
+    the draw's generator (its f-subset only), samples, copy audit, quality and synthetic arms (the real arms in `real_dir` if missing)."""
+    fd = frac_dir(run_dir, fraction, draw)
+    if (fd/'metrics.json').exists(): return load_json(fd/'metrics.json')
+    if loss is None: return run_arms(dataset, REAL_ARMS, fraction, draw, fd, s, progress=progress)
+    rd = frac_dir(real_dir, fraction, draw)
+    if not (rd/'metrics.json').exists(): run_arms(dataset, REAL_ARMS, fraction, draw, rd, s, progress=progress)
+    sub, idx = real_subset(dataset, fraction, s, draw)
+    train_generator(dataset, loss, fraction, draw, fd/'model', s, progress=progress)
+    if not (fd/'synthetic.npz').exists(): sample_fraction(fd/'model', sub, fd/'synthetic.npz', s, draw, progress=progress)
+    save_json(copy_audit(fd/'synthetic.npz', sub, s), fd/'audit.json')
+    save_json(generator_quality(fd/'synthetic.npz', idx, dataset, s, seed=draw, progress=progress), fd/'quality.json')
+    return run_arms(dataset, SYN_ARMS, fraction, draw, fd, s, synthetic=fd/'synthetic.npz', progress=progress)
+
+def _draw_job(threads:int, args:tuple) -> dict:
+    "A worker's unit for `run_draws`: its share of the CPU threads, no progress bars of its own."
+    import torch       # the worker's own torch: its thread count is set before any work
+    torch.set_num_threads(threads)
+    return run_draw(*args, progress=False)
+
+def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=True) -> dict:
+    "Every (fraction, draw) unit of a cell, `low_data_workers` at a time (largest fractions first); {(fraction, draw): metrics}."
+    if s.low_data_workers < 1: raise MedsynError(f"low_data_workers must be at least 1, got {s.low_data_workers}")
+    units = [(f, k) for f in sorted(low_data_fractions(s), reverse=True) for k in subset_draws(s)]
+    args = {u: (dataset, loss, *u, run_dir, real_dir, s) for u in units}
+    todo = [u for u in units if not (frac_dir(run_dir, *u)/'metrics.json').exists()]
+    w = min(s.low_data_workers, len(todo))
+    if w <= 1: return {u: run_draw(*args[u], progress=progress) for u in units}
+    import torch
+    from medsyn.scarce import _draw_job     # by its module path: what a spawned worker can import (a notebook's copy is not)
+    threads, out = max(1, torch.get_num_threads() // w), {}
+    bar = tqdm(total=len(todo), desc=f"{dataset} {loss or 'real'}: {len(todo)} draws, {w} workers", disable=not progress)
+    with cf.ProcessPoolExecutor(w, mp_context=mp.get_context('spawn')) as ex:
+        futs = {ex.submit(_draw_job, threads, args[u]): u for u in todo}
+        try:
+            for fu in cf.as_completed(futs): out[futs[fu]] = fu.result(); bar.update()
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True); raise
+        finally: bar.close()
+    return {u: out[u] if u in out else run_draw(*args[u], progress=False) for u in units}
 
 # %% ../nbs/09_scarce.ipynb #39d29310
 def mean_ci(values, level:float=0.95) -> tuple:

@@ -341,26 +341,11 @@ def stage_classify(ctx:StageContext) -> dict:
     return out
 
 def stage_scarce(ctx:StageContext, progress:bool=True) -> dict:
-    """The scarce-data experiment at every fraction f < 1 and subset draw (nbs/09_scarce.ipynb). In the real-data cell: the
-    real-only and classical-augmentation arms. In a loss cell: per draw a generator trained on that f-subset only (never on the
-    other real images), its samples, copy audit and KID, and the synthetic arms."""
-    from medsyn.scarce import (low_data_fractions, subset_draws, frac_dir, real_subset, run_arms, train_generator, sample_fraction,
-                               copy_audit, generator_quality, REAL_ARMS, SYN_ARMS)
-    s, out = ctx.settings, {}
-    for f in low_data_fractions(s):
-        for k in subset_draws(s):
-            fd = frac_dir(ctx.run_dir, f, k)
-            if (fd/'metrics.json').exists(): out[(f, k)] = load_json(fd/'metrics.json'); continue
-            if ctx.loss is None: out[(f, k)] = run_arms(ctx.dataset, REAL_ARMS, f, k, fd, s, progress=progress); continue
-            rd = frac_dir(ctx.real_dir, f, k)     # the arms this cell is compared with (the real cell makes them in the grid)
-            if not (rd/'metrics.json').exists(): run_arms(ctx.dataset, REAL_ARMS, f, k, rd, s, progress=progress)
-            sub, idx = real_subset(ctx.dataset, f, s, k)
-            train_generator(ctx.dataset, ctx.loss, f, k, fd/'model', s, progress=progress)
-            if not (fd/'synthetic.npz').exists(): sample_fraction(fd/'model', sub, fd/'synthetic.npz', s, k, progress=progress)
-            save_json(copy_audit(fd/'synthetic.npz', sub, s), fd/'audit.json')
-            save_json(generator_quality(fd/'synthetic.npz', idx, ctx.dataset, s, seed=k, progress=progress), fd/'quality.json')
-            out[(f, k)] = run_arms(ctx.dataset, SYN_ARMS, f, k, fd, s, synthetic=fd/'synthetic.npz', progress=progress)
-    return out
+    """The scarce-data experiment at every fraction f < 1 and subset draw (nbs/09_scarce.ipynb, `run_draws`). In the real-data
+    cell: the real-only and classical-augmentation arms. In a loss cell: per draw a generator trained on that f-subset only (never
+    on the other real images), its samples, copy audit and KID, and the synthetic arms."""
+    from medsyn.scarce import run_draws
+    return run_draws(ctx.dataset, ctx.loss, ctx.run_dir, ctx.real_dir, ctx.settings, progress=progress)
 
 def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
     """Membership inference (nbs/10_privacy.ipynb) against the cell's full-data generator (non-members: validation and test
