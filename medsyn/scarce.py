@@ -245,6 +245,9 @@ def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=Tr
         futs = {ex.submit(_draw_job, threads, args[u]): u for u in todo}
         try:
             for fu in cf.as_completed(futs): out[futs[fu]] = fu.result(); bar.update()
+        except cf.process.BrokenProcessPool as e:
+            raise MedsynError("a scarce-data worker process died (out of memory, or killed). From a script, start the work under "
+                              "`if __name__ == '__main__':` (workers are spawned and import the script), or set low_data_workers=1") from e
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True); raise
         finally: bar.close()
