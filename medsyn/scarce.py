@@ -164,7 +164,7 @@ def generator_quality(synthetic, subset_idx, dataset:str, s, seed:int=0, progres
 # %% ../nbs/09_scarce.ipynb #dd507da8
 def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None, progress:bool=True) -> dict:
     """Train and test the classifiers of `arms` on draw `draw` of `fraction`: per `low_data_val` mode, `low_data_seeds` seed (and
-    `low_data_ratios` ratio in the synthetic arms); write `out`/metrics.json and predictions.npz."""
+    ratio of `arm_ratios` in the synthetic arms); write `out`/metrics.json and predictions.npz."""
     from medsyn.classify import train_classifier, predict, classification_metrics, load_synthetic, mix_in, check_arch
     bad = [a for a in arms if a not in ARMS]
     if bad: raise MedsynError(f"unknown arm(s) {bad}. Arms: {', '.join(ARMS)}")
@@ -237,7 +237,7 @@ def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=Tr
     todo = [u for u in units if not (frac_dir(run_dir, *u)/'metrics.json').exists()]
     w = min(s.low_data_workers, len(todo))
     if w <= 1: return {u: run_draw(*args[u], progress=progress) for u in units}
-    import torch
+    import torch                            # only the worker path needs it; this module's top imports stay torch-free
     from medsyn.scarce import _draw_job     # by its module path: what a spawned worker can import (a notebook's copy is not)
     threads, out = max(1, torch.get_num_threads() // w), {}
     bar = tqdm(total=len(todo), desc=f"{dataset} {loss or 'real'}: {len(todo)} draws, {w} workers", disable=not progress)
