@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'SCHEMA', 'MedsynError',
-           'TimeLimitReached', 'deadline_from_env', 'Key', 'loss_run_dirs', 'backbone_run_dirs', 'parse_value',
-           'repo_root', 'settings_path', 'Settings', 'presets', 'load_settings', 'split_overrides', 'seed_everything',
-           'get_device', 'bf16_fast', 'resolve_precision', 'versions', 'run_record', 'fault_point', 'atomic_path',
-           'save_json', 'load_json', 'cache_dir']
+__all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'DP_PREFIX', 'SCHEMA',
+           'MedsynError', 'TimeLimitReached', 'deadline_from_env', 'Key', 'loss_run_dirs', 'dp_run_dirs',
+           'dp_cell_name', 'backbone_run_dirs', 'parse_value', 'repo_root', 'settings_path', 'Settings', 'presets',
+           'load_settings', 'split_overrides', 'seed_everything', 'get_device', 'bf16_fast', 'resolve_precision',
+           'versions', 'run_record', 'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #31f8881b
 class MedsynError(Exception):
@@ -51,9 +51,20 @@ class Key:
     choices: tuple | None = None
 
 # %% ../nbs/00_core.ipynb #e05a7bb8
+DP_PREFIX = 'dp-eps'    # runs/<preset>/<dataset>/dp-eps<epsilon>/<loss>: a private generator's cell (nbs/12_dp.ipynb)
+
 def loss_run_dirs(dataset_dir) -> list:
-    "The loss-cell folders of `runs/<preset>/<dataset>/` (the preset's own denoiser), sorted: not `real/`, not the extra-backbone folders."
-    return sorted(p for p in Path(dataset_dir).iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES)
+    "The loss-cell folders of `runs/<preset>/<dataset>/` (the preset's own denoiser), sorted: not `real/`, not extra-backbone or private cells."
+    return sorted(p for p in Path(dataset_dir).iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES
+                  and not p.name.startswith(DP_PREFIX))
+
+def dp_run_dirs(dataset_dir) -> list:
+    "The private loss-cell folders, `runs/<preset>/<dataset>/dp-eps<epsilon>/<loss>/`, sorted."
+    return sorted(p for e in Path(dataset_dir).iterdir() if e.is_dir() and e.name.startswith(DP_PREFIX) for p in e.iterdir() if p.is_dir())
+
+def dp_cell_name(epsilon:float) -> str:
+    "The folder of the private cells at `epsilon`: dp-eps1, dp-eps10, dp-eps0.5."
+    return f"{DP_PREFIX}{epsilon:g}"
 
 def backbone_run_dirs(dataset_dir) -> list:
     "The loss-cell folders of the extra backbones, `runs/<preset>/<dataset>/<backbone>/<loss>/`, sorted."
@@ -146,6 +157,15 @@ SCHEMA = {
     'low_data_workers': Key('int', 'scarce-data draws run at once, each in its own process with its share of the CPU threads (CPU: 2 on 2 cores gives ~1.3x; GPU: 1)'),
     # privacy (nbs/10_privacy.ipynb)
     'privacy_max_images': Key('int', 'membership inference: members audited per generator, and as many non-members (0: all)'),
+    # differential privacy (nbs/12_dp.ipynb): DP-SGD with Opacus, a setting of the one trainer
+    'dp_epsilon': Key('float', 'train the denoiser with DP-SGD (Opacus) to this (epsilon, dp_delta) guarantee; inf: not private'),
+    'dp_delta': Key('float', 'delta of the DP guarantee, at most 1/(10 N) for N training images (0: 1/(10 N))'),
+    'dp_max_grad_norm': Key('float', 'DP-SGD: each image clips its gradient to this L2 norm'),
+    'dp_noise_multiplicity': Key('int', 'DP-SGD: (timestep, noise) draws per image, their gradients averaged before clipping (Dockhorn et al. 2023)'),
+    'dp_physical_batch': Key('int', 'DP-SGD: most image x draw rows per backward pass (per-sample gradients cost memory; a Poisson batch is split)'),
+    'dp_epsilons': Key('list[float]', "study grid: a private cell per finite epsilon (runs/<preset>/<dataset>/dp-eps<e>/<loss>); inf: the non-private cells only"),
+    'dp_datasets': Key('list[str]', "data sets whose grid has the private cells ('all': every data set of the grid)", DATASETS_2D + ('all',)),
+    'dp_losses': Key('list[str]', "losses of the private cells", LOSSES),
     # LIME
     'lime_images': Key('int', 'test images explained per data set'),
     'lime_samples': Key('int', 'perturbed samples per LIME explanation'),

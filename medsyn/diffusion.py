@@ -20,12 +20,13 @@ from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, 
                          image_grid, save_figure, class_rows, sidecar_path, subset_indices, indices_digest)
 from .denoisers import (make_denoiser, load_denoiser, denoiser_class, n_class_embeds, n_params, parse_model,
                               make_unet, unet_config, UNET_PRESETS)
+from .dp import dp_enabled, check_dp, make_private, poisson_indices, average_multiplicity, epsilon_spent
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches',
            'checkpoints', 'resolve_checkpoint', 'clear_unfinished', 'loss_columns', 'read_loss_csv',
-           'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step', 'train', 'lr_schedule',
-           'plot_loss', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
+           'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step', 'dp_step', 'dp_spent', 'train',
+           'lr_schedule', 'plot_loss', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #bf586e06
 SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}
@@ -71,13 +72,15 @@ def snr_weights(scheduler, t, gamma:float, prediction:str='epsilon') -> torch.Te
 # %% ../nbs/02_diffusion.ipynb #a61d2a94
 class Batches:
     "Seeded batches of (images, labels) from in-memory tensors, with on-device flips and label dropout."
-    def __init__(self, x, y, batch_size:int, generator, n_classes:int, label_dropout:float=0.0, hflip=False, vflip=False):
-        self.x, self.y, self.bs, self.g = x, y, batch_size, generator
+    def __init__(self, x, y, batch_size:int, generator, n_classes:int, label_dropout:float=0.0, hflip=False, vflip=False,
+                 sample_rate:float|None=None):
+        self.x, self.y, self.bs, self.g, self.q = x, y, batch_size, generator, sample_rate   # q: Poisson batches (DP-SGD)
         self.n_classes, self.p_drop, self.hflip, self.vflip = n_classes, label_dropout, hflip, vflip
         self.perm, self.pos = None, 0
     def _rand(self, *shape): return torch.rand(*shape, generator=self.g, device=self.x.device)
     def indices(self):
         n = len(self.x)
+        if self.q is not None: return poisson_indices(n, self.q, self.g, self.x.device)    # each image with probability q
         if self.bs > n: return torch.randint(n, (self.bs,), generator=self.g, device=self.x.device)
         if self.perm is None or self.pos + self.bs > n:
             self.perm, self.pos = torch.randperm(n, generator=self.g, device=self.x.device), 0
@@ -262,7 +265,38 @@ def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None, amp=No
         pers.append(per.detach()); ts.append(t)
     return total, torch.cat(pers), torch.cat(ts)
 
+def dp_step(model, batches, scheduler, opt, sched, s, g):
+    """One DP-SGD step (nbs/12_dp.ipynb): a Poisson batch; `dp_noise_multiplicity` (timestep, noise) draws of each image, in passes of
+    at most `dp_physical_batch` rows, each image's draws averaged into its per-sample gradient; Opacus' optimiser clips, adds noise, steps."""
+    xb, yb = batches.next()
+    k, pers, ts = s.dp_noise_multiplicity, [], []
+    params = [p for p in model.parameters() if p.requires_grad]
+    if len(xb) == 0:                          # an empty Poisson batch: no gradient, but the step and its noise still happen
+        for p in params: p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+    rows = max(1, s.dp_physical_batch // k)   # images per backward pass
+    for i in range(0, len(xb), rows):
+        if i: opt.signal_skip_step(True); opt.step(); opt.zero_grad(set_to_none=True)   # Opacus: clip and keep the last pass's sum
+        x, y = xb[i:i + rows].repeat(k, 1, 1, 1), yb[i:i + rows].repeat(k)               # row j m + i: draw j of image i
+        noise = torch.randn(x.shape, generator=g, device=x.device)
+        t = torch.randint(0, s.num_train_timesteps, (len(x),), generator=g, device=x.device)
+        target = noise if s.prediction == 'epsilon' else scheduler.get_velocity(x, noise, t)
+        pred = model(scheduler.add_noise(x, noise, t), t, class_labels=y).sample
+        per = diffusion_loss(pred, target, s.loss, s.huber_delta, s.pseudo_huber_c) * snr_weights(scheduler, t, s.min_snr_gamma, s.prediction)
+        per.mean().backward()                 # Opacus' hooks: one gradient per row
+        average_multiplicity(params, k)       # one per image, before Opacus clips it
+        pers.append(per.detach()); ts.append(t)
+    opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+    if not pers: return torch.zeros((), device=xb.device), torch.zeros(0, device=xb.device), torch.zeros(0, dtype=torch.long, device=xb.device)
+    per = torch.cat(pers)
+    return per.mean(), per, torch.cat(ts)
+
 def _now(): return time.time()   # the clock the time limit is checked against (tests replace it)
+
+def dp_spent(dprec:dict, step:int) -> dict:
+    "What a private run has spent after `step` steps: ε from Opacus' RDP and PRV accountants at the run's δ."
+    a = (dprec['noise_multiplier'], dprec['sample_rate'], step, dprec['delta'])
+    return dict(step=int(step), delta=dprec['delta'], epsilon=epsilon_spent(*a, 'rdp'), epsilon_prv=epsilon_spent(*a, 'prv'),
+                target_epsilon=dprec['target_epsilon'])
 
 def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:bool=False, settings=None,
           progress:bool=True, callback=None, deadline:float|None=None, **overrides) -> Path:
@@ -295,7 +329,8 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     dev = get_device(s.device)
     # a GPU's autocast (and fp16's loss scaling) is accelerate's; a CPU's bf16 autocast is ours: accelerate's state is one per
     # process and cannot change precision between two runs of one notebook or study
-    mp = resolve_precision(s.mixed_precision, dev)                                 # auto: bf16 where the device runs it fast
+    dp = dp_enabled(s)                                # DP-SGD (nbs/12_dp.ipynb): per-sample gradients in fp32
+    mp = 'no' if dp else resolve_precision(s.mixed_precision, dev)                 # auto: bf16 where the device runs it fast
     amp = _autocast(dev, mp) if dev.type == 'cpu' else None                       # refuses fp16 on a CPU
     acc = Accelerator(cpu=dev.type == 'cpu', gradient_accumulation_steps=s.grad_accum,
                       mixed_precision=mp if dev.type == 'cuda' else 'no')
@@ -304,6 +339,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     ds = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
     seen = subset_indices(ds, s.train_fraction, s.seed)          # the same draw as the classifiers' (medsyn.scarce.real_subset)
     if s.train_fraction < 1: ds = ds.subset(seen)
+    check_dp(s, len(ds), acc.num_processes)
     real_images = dict(split='train', fraction=s.train_fraction, subset_seed=s.seed, n=len(seen), digest=indices_digest(seen),
                        indices=seen.tolist() if s.train_fraction < 1 else None)   # which real images the model saw
     x, y = to_tensor(ds.images).to(dev), torch.from_numpy(ds.labels).to(dev)
@@ -321,7 +357,16 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
                    **(dict(use_ema_warmup=True, inv_gamma=1.0, power=s.ema_power) if s.ema_power > 0 else {}))
     opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
     sched = lr_schedule(opt, s.lr_schedule, s.warmup_steps * acc.num_processes, s.train_steps * acc.num_processes)
-    unet, opt, sched = acc.prepare(unet, opt, sched)
+    if dp:      # Opacus wraps the denoiser (per-sample gradients) and the optimiser (clip, noise); accelerate stays out of it
+        noise_g = torch.Generator(device=dev).manual_seed(s.seed * 1000 + 999)
+        if resume: noise_g.set_state(load_training_state(last)['dp_noise'])
+        unet, opt, dprec = make_private(unet.to(dev), opt, len(ds), s, noise_g)
+        batches.q = dprec['sample_rate']
+        if resume and load_json(out/'config.json')['dp']['steps'] != s.train_steps:
+            raise MedsynError(f"{out} is a private run calibrated for {load_json(out/'config.json')['dp']['steps']} steps: its noise would not "
+                              f"cover {s.train_steps} (it would spend more than dp_epsilon = {s.dp_epsilon}). Keep train_steps, or train a new run.")
+    else: unet, opt, sched = acc.prepare(unet, opt, sched)
+    net = unet._module if dp else acc.unwrap_model(unet)     # the denoiser itself: what EMA follows and checkpoints keep
     ema.to(dev)
     step = 0
     if resume:
@@ -342,7 +387,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         out.mkdir(parents=True, exist_ok=True)
         rec = run_record(s, seed=s.seed, **meta, denoiser_config=net_config, denoiser=cls.__name__,
                          n_params=n_params(unet), n_train_images=len(ds), real_images=real_images, processes=acc.num_processes, device=str(dev),
-                         precision=mp)
+                         precision=mp, **({'dp': dprec} if dp else {}))
         if resume: rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}; rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
         save_json(rec, out/'config.json')
         rows = []
@@ -357,9 +402,10 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         if main:
             state = {'optimizer': opt.state_dict(), 'lr_scheduler': sched.state_dict(), 'ema': ema.state_dict(),
                      'step': step, 'rng': _rng_state(batches)}
+            if dp: state['dp_noise'] = noise_g.get_state()
             ema.copy_to(ema_unet.parameters())
-            _write_checkpoint(out/'checkpoints'/f'step-{step:06d}', acc.unwrap_model(unet), ema_unet, scheduler,
-                              {**meta, 'step': step, 'settings': s.to_dict()}, state)
+            _write_checkpoint(out/'checkpoints'/f'step-{step:06d}', net, ema_unet, scheduler,
+                              {**meta, 'step': step, 'settings': s.to_dict(), **({'dp': dp_spent(dprec, step)} if dp else {})}, state)
         if acc.num_processes > 1: acc.wait_for_everyone()
 
     # Ctrl-C: finish the current step, save, then raise (a second Ctrl-C raises at once)
@@ -376,7 +422,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     bsum, bcnt = torch.zeros(nb, device=dev), torch.zeros(nb, device=dev)
     win = torch.zeros(s.log_every, device=dev)        # this window's step losses, on the device: read once per window
     win_n, win_start, t_win = 0, step, time.perf_counter()
-    imgs_per_step = s.batch_size * s.grad_accum * acc.num_processes
+    imgs_per_step = dprec['expected_batch_size'] * s.dp_noise_multiplicity if dp else s.batch_size * s.grad_accum * acc.num_processes
     bar = tqdm(total=s.train_steps, initial=step, desc=f'train {dataset} ({s.loss})', disable=not (progress and main), unit='step')
     snap, in_step, saved_at = None, False, step if resume else -1
     deadline = deadline_from_env() if deadline is None else deadline
@@ -398,11 +444,11 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     try:
         while step < s.train_steps:
             snap, in_step = _rng_state(batches), True
-            l, per, t = train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd, amp)
+            l, per, t = dp_step(unet, batches, scheduler, opt, sched, s, g) if dp else train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd, amp)
             fault_point('train/step')                   # fault injection (tests): a kill inside a step
             b = (t * nb // T).clamp_(max=nb - 1)
             bsum.index_add_(0, b, per.float()); bcnt.index_add_(0, b, torch.ones_like(per, dtype=torch.float))
-            ema.step(acc.unwrap_model(unet).parameters())
+            ema.step(net.parameters())                  # after every optimiser step (private ones too: post-processing)
             win[win_n] = l; win_n += 1
             step += 1; in_step = False
             bar.update(1)
@@ -640,3 +686,6 @@ def sample_cli(argv:list|None=None):
     side = load_json(sidecar_path(out))
     print(f"wrote {out} ({side['n_images']} images, {side['images_per_s']:.1f} img/s) and {sidecar_path(out)}"
           + (f" and {a.grid}" if a.grid else ''))
+    card = resolve_checkpoint(a.checkpoint).parent.parent/'card.json'      # beside the run: what is known of this generator
+    print(f"card: {load_json(card)['summary']}" if card.exists() else
+          "card: none (quality and privacy not measured; `medsyn study` writes card.md beside each generator it audits)")

@@ -6,18 +6,21 @@ Docs: https://medsyn.github.io/medsyn/privacy.html.md"""
 
 # %% ../nbs/10_privacy.ipynb #ee8c1d19
 from __future__ import annotations
-import math
+import json, math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from .core import MedsynError, load_settings, load_json, run_record
+from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record
 from .data import MedMNISTSplit, load_medmnist, to_tensor, indices_digest
+from .dp import epsilon_lower_bound, roc_bound
 
 # %% auto #0
 __all__ = ['membership_sets', 'check_disjoint', 'tpr_at_fpr', 'attack_summary', 'privacy_verdict', 'denoising_losses', 't_errors',
-           'nearest_synthetic_distance', 'audit_membership', 'audit_over_steps', 'fig_roc']
+           'nearest_synthetic_distance', 'audit_membership', 'audit_over_steps', 'fig_roc', 'generator_card',
+           'card_line', 'write_card', 'collect_dp', 'dp_markdown', 'fig_privacy_utility']
 
 # %% ../nbs/10_privacy.ipynb #cf491078
 def _pool(flag, size, data_dir, splits):
@@ -71,8 +74,9 @@ def tpr_at_fpr(labels, scores, fpr:float) -> float:
     f, t, _ = roc_curve(np.asarray(labels), np.asarray(scores))
     return float(t[f <= fpr + 1e-12].max())
 
-def attack_summary(member_scores, nonmember_scores, n_bootstrap:int=200, seed:int=0, level:float=0.95) -> dict:
-    "AUC (with a bootstrap interval), TPR at 1 % and 0.1 % FPR and the ROC curve of an attack (higher score: member)."
+def attack_summary(member_scores, nonmember_scores, n_bootstrap:int=200, seed:int=0, level:float=0.95, delta:float=0.0) -> dict:
+    """AUC (with a bootstrap interval), TPR at 1 % and 0.1 % FPR, the ROC curve of an attack (higher score: member) and the ε its
+    counts prove at 95 % confidence at δ = `delta` (`medsyn.dp.epsilon_lower_bound`: a private generator must not be beaten beyond its ε)."""
     from sklearn.metrics import roc_auc_score, roc_curve
     m, n = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
     if len(m) < 2 or len(n) < 2: raise MedsynError(f"need at least 2 members and 2 non-members, got {len(m)} and {len(n)}")
@@ -84,7 +88,8 @@ def attack_summary(member_scores, nonmember_scores, n_bootstrap:int=200, seed:in
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if n_bootstrap else (np.nan, np.nan)
     f, t, _ = roc_curve(y, sc)
     return dict(auc=float(roc_auc_score(y, sc)), auc_low=float(lo), auc_high=float(hi), tpr_at_1pct_fpr=tpr_at_fpr(y, sc, 0.01),
-                tpr_at_0_1pct_fpr=tpr_at_fpr(y, sc, 0.001), n_members=len(m), n_nonmembers=len(n), fpr=f.tolist(), tpr=t.tolist())
+                tpr_at_0_1pct_fpr=tpr_at_fpr(y, sc, 0.001), n_members=len(m), n_nonmembers=len(n), fpr=f.tolist(), tpr=t.tolist(),
+                epsilon_proved=epsilon_lower_bound(m, n, delta))
 
 def privacy_verdict(a:dict) -> str:
     "A plain sentence for one attack."
@@ -182,20 +187,25 @@ def audit_membership(model_dir, synthetic=None, n_max:int|None=None, settings=No
     out = dict(flag=sets['flag'], fraction=sets['fraction'], trained_on=sets['digest'], step=meta['step'], loss=meta['loss'],
                n_members=len(M), n_nonmembers=len(N), n_reported=(len(mr), len(nr)), attacks={})
     lm, ln = (denoising_losses(unet, sch, d, prediction=pred, seed=seed, progress=progress) for d in (M, N))
-    out['attacks']['loss'] = attack_summary(-lm[mr].mean(1), -ln[nr].mean(1), n_bootstrap, seed)
+    dp = meta.get('dp')                 # a private generator: what it spent by this checkpoint (nbs/12_dp.ipynb)
+    delta = dp['delta'] if dp else 0.0
+    if dp: out['dp'] = dp
+    out['attacks']['loss'] = attack_summary(-lm[mr].mean(1), -ln[nr].mean(1), n_bootstrap, seed, delta=delta)
     ts = (50, 100, 200, 300)
     em, en = (t_errors(unet, sch, d, ts, prediction=pred, progress=progress) for d in (M, N))
     y = np.r_[np.ones(len(mc)), np.zeros(len(nc))]
     calib = [roc_auc_score(y, -np.r_[em[mc, k], en[nc, k]]) for k in range(len(ts))]
     k = int(np.argmax(calib))
-    out['attacks']['t_error'] = dict(attack_summary(-em[mr, k], -en[nr, k], n_bootstrap, seed), timestep=ts[k],
+    out['attacks']['t_error'] = dict(attack_summary(-em[mr, k], -en[nr, k], n_bootstrap, seed, delta=delta), timestep=ts[k],
                                      calibration_auc=dict(zip(map(str, ts), calib)))
     if synthetic is not None:
         from medsyn.data import load_npz
         syn = load_npz(synthetic)
         dm, dn = nearest_synthetic_distance(M.images[mr], syn.images), nearest_synthetic_distance(N.images[nr], syn.images)
-        out['attacks']['black_box'] = attack_summary(-dm, -dn, n_bootstrap, seed)
+        out['attacks']['black_box'] = attack_summary(-dm, -dn, n_bootstrap, seed, delta=delta)
     for a in out['attacks'].values(): a['verdict'] = privacy_verdict(a)
+    if dp:       # a private model beaten beyond its guarantee is a bug in the private training, not a finding
+        for a in out['attacks'].values(): a['inside_dp_bound'] = bool(a['epsilon_proved'] <= dp['epsilon'])
     out['run_record'] = run_record(s, model=str(model_dir), seed=seed)
     return out
 
@@ -218,18 +228,177 @@ def audit_over_steps(model_dir, n_max:int|None=None, settings=None, seed:int=0, 
     return rows
 
 # %% ../nbs/10_privacy.ipynb #0ca2cf95
-def fig_roc(audits:dict, attack:str='loss'):
-    "ROC curves of `attack` on log-log axes, one line per audit ({label: audit})."
+def fig_roc(audits:dict, attack:str='loss', ax=None):
+    "ROC curves of `attack` on log-log axes, one line per audit ({label: audit}); a private audit also draws its DP bound, dotted."
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    fig, ax = plt.subplots(figsize=(3.6, 3.2)) if ax is None else (ax.figure, ax)
     lo = 1.0
     for name, a in audits.items():
         r = a['attacks'][attack]
         f, t = np.asarray(r['fpr']), np.asarray(r['tpr'])
         keep = f > 0
         lo = min(lo, f[keep].min()) if keep.any() else lo
-        ax.plot(f[keep], t[keep], label=f"{name} (AUC {r['auc']:.2f})")
+        line, = ax.plot(f[keep], t[keep], label=f"{name} (AUC {r['auc']:.2f})")
+        if a.get('dp'):          # TPR <= e^eps FPR + delta: where every attack on this generator must stay
+            g = np.logspace(-4, 0, 60)
+            ax.plot(g, roc_bound(g, a['dp']['epsilon'], a['dp']['delta']), ls=':', color=line.get_color(), lw=1,
+                    label=f"DP bound, ε = {a['dp']['epsilon']:.2g}")
     g = np.logspace(np.log10(lo), 0, 50); ax.plot(g, g, color='grey', ls='--', lw=0.8, label='guessing')
     ax.set(xscale='log', yscale='log', xlabel='false-positive rate', ylabel='true-positive rate', title=f'membership inference: {attack} attack')
     ax.legend(fontsize=7); fig.tight_layout()
+    return fig
+
+# %% ../nbs/10_privacy.ipynb #4f1989e2
+def _fid(m:dict, d:str) -> dict|None:
+    f = (m.get('fid') or {}).get(d)
+    return None if f is None else dict(value=f['value'], ci=[f['ci_low'], f['ci_high']], floor=f['floor']['value'], n=f['n_synthetic'])
+
+def generator_card(model_dir, metrics=None, classify_dir=None, privacy=None, quality=None) -> dict:
+    """What is known about the generator in run folder `model_dir`: the images it saw, its training, its quality (`metrics`: a
+    metrics.json; `quality`: a scarce-data quality.json), TSTR (`classify_dir`: its classify_synthetic/), the membership audit
+    (`privacy`: its entry of privacy.json) and ε/δ if private."""
+    from medsyn.diffusion import checkpoints
+    model_dir = Path(model_dir)
+    cfg = load_json(model_dir/'config.json')
+    cks = checkpoints(model_dir)
+    last = load_json(cks[-1]/'medsyn.json') if cks else {}
+    st, seen = cfg.get('settings', {}), cfg.get('real_images', {})
+    card = dict(generator=str(model_dir), dataset=cfg.get('flag'), label_names=cfg.get('label_names'),
+                trained_on=dict(split=seen.get('split'), fraction=seen.get('fraction'), n=seen.get('n'), digest=seen.get('digest')),
+                training=dict(step=last.get('step'), denoiser=cfg.get('model'), loss=cfg.get('loss'), prediction=cfg.get('prediction'),
+                              **{k: st.get(k) for k in ('batch_size', 'lr', 'lr_schedule', 'ema_decay', 'ema_power', 'mixed_precision')},
+                              precision=cfg.get('precision')),
+                private=bool(cfg.get('dp')))
+    if cfg.get('dp'): card['dp'] = dict(cfg['dp'], **(last.get('dp') or {}))
+    if metrics is not None and Path(metrics).exists():
+        m = load_json(metrics)
+        card['quality'] = dict(fid64=_fid(m, '64'), fid2048=_fid(m, '2048'), kid=m['kid']['mean'], kid_std=m['kid']['std'],
+                               kid_floor=m['kid']['floor_mean'], n_eval=m['real']['n'])
+    elif quality is not None and Path(quality).exists():
+        q = load_json(quality)
+        card['quality'] = dict(fid2048=dict(value=q['fid2048'], floor=q['fid2048_floor'], n=q['n']), kid=q['kid'], kid_std=q['kid_std'],
+                               kid_floor=q['kid_floor'], n_eval=q['n'])
+    if classify_dir is not None and (Path(classify_dir)/'metrics.json').exists():
+        c = load_json(Path(classify_dir)/'metrics.json')
+        aucs = [v['auc'] for v in c['cells'][0]['per_seed'].values()]
+        card['tstr'] = dict(arch=c['arch'], seeds=len(aucs), auc=float(np.mean(aucs)), auc_sd=float(np.std(aucs, ddof=1)) if len(aucs) > 1 else None)
+    if privacy is not None:
+        card['membership'] = {k: dict(auc=a['auc'], ci=[a['auc_low'], a['auc_high']], epsilon_proved=a.get('epsilon_proved'),
+                                      verdict=a['verdict'], **({'inside_dp_bound': a['inside_dp_bound']} if 'inside_dp_bound' in a else {}))
+                              for k, a in privacy['attacks'].items()}
+        card['membership_n'] = [privacy['n_members'], privacy['n_nonmembers']]
+    return card
+
+def card_line(card:dict) -> str:
+    "The card in one line: data set and images seen, steps, privacy, quality, TSTR, the strongest membership attack."
+    t = card['trained_on']
+    bits = [f"{card['dataset']}: trained on {t['n']} {t['split']} images (fraction {t['fraction']:g}, digest {t['digest']}), "
+            f"{card['training']['step']} steps"]
+    bits.append(f"DP ε = {card['dp']['epsilon']:.2f} (δ = {card['dp']['delta']:.1e})" if card['private'] else "not private")
+    q = card.get('quality')
+    if q: bits.append(f"FID-2048 {q['fid2048']['value']:.1f} (floor {q['fid2048']['floor']:.1f}), KID {q['kid']:.4f}")
+    if card.get('tstr'): bits.append(f"TSTR AUC {card['tstr']['auc']:.3f}")
+    if card.get('membership'):
+        k, a = max(card['membership'].items(), key=lambda kv: kv[1]['auc'])
+        bits.append(f"membership {k} AUC {a['auc']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}]")
+    else: bits.append("membership not audited")
+    return '; '.join(bits)
+
+def write_card(model_dir, **sources) -> dict:
+    "Write `generator_card(model_dir, **sources)` beside the model as card.json and card.md; return it."
+    card = generator_card(model_dir, **sources)
+    card['summary'] = card_line(card)           # what `medsyn sample` prints
+    save_json(card, Path(model_dir)/'card.json')
+    rows = [f"# Generator card: {card['dataset']}", '', card['summary'], '', '```json', json.dumps(card, indent=1, default=str), '```', '']
+    with atomic_path(Path(model_dir)/'card.md') as t: Path(t).write_text('\n'.join(rows))
+    return card
+
+# %% ../nbs/10_privacy.ipynb #438085b8
+def collect_dp(runs_root) -> tuple:
+    """(rows, audits) of a study's runs: a row per generator of the privacy-utility comparison (the non-private cells of `dp_losses`
+    and every private cell) from its card; audits {(dataset, label): its privacy.json entry} for the ROC panels."""
+    from medsyn.core import DATASETS_2D, dp_run_dirs
+    rows, audits = [], {}
+    for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D):
+        private = dp_run_dirs(ds)
+        if not private: continue
+        real = ds/'real'/'classify_real'/'metrics.json'
+        real_auc = float(np.mean([v['auc'] for v in load_json(real)['cells'][0]['per_seed'].values()])) if real.exists() else None
+        for cell in list(dict.fromkeys([ds/p.name for p in private if (ds/p.name).is_dir()])) + private:   # ε = ∞ first
+            card_f = cell/'model'/'card.json'
+            if not card_f.exists(): continue
+            c = load_json(card_f)
+            q, m = c.get('quality') or {}, c.get('membership') or {}
+            eps = c['dp']['epsilon'] if c['private'] else math.inf
+            row = dict(dataset=ds.name, loss=cell.name, epsilon=eps, target_epsilon=c['dp']['target_epsilon'] if c['private'] else math.inf,
+                       epsilon_prv=c['dp'].get('epsilon_prv') if c['private'] else math.inf, delta=c['dp']['delta'] if c['private'] else 0.0,
+                       noise_multiplier=c['dp']['noise_multiplier'] if c['private'] else 0.0, steps=c['training']['step'],
+                       tstr_auc=(c.get('tstr') or {}).get('auc'), tstr_sd=(c.get('tstr') or {}).get('auc_sd'), real_auc=real_auc,
+                       fid64=(q.get('fid64') or {}).get('value'), fid64_floor=(q.get('fid64') or {}).get('floor'),
+                       fid2048=(q.get('fid2048') or {}).get('value'), fid2048_floor=(q.get('fid2048') or {}).get('floor'),
+                       kid=q.get('kid'), kid_floor=q.get('kid_floor'))
+            for k, a in m.items():
+                row.update({f'{k}_auc': a['auc'], f'{k}_low': a['ci'][0], f'{k}_high': a['ci'][1], f'{k}_eps_proved': a['epsilon_proved']})
+            row['inside_dp_bound'] = all(a.get('inside_dp_bound', True) for a in m.values()) if c['private'] else None
+            rows.append(row)
+            pj = cell/'privacy.json'
+            if pj.exists(): audits[(ds.name, 'not private' if eps == math.inf else f"ε = {eps:.2g}")] = load_json(pj)['full']
+    cols = ['dataset', 'loss', 'epsilon']
+    return (pd.DataFrame(rows).sort_values(cols, ignore_index=True) if rows else pd.DataFrame(columns=cols)), audits
+
+def dp_markdown(t:pd.DataFrame) -> pd.DataFrame:
+    "The privacy-utility table as printed: ε (RDP, PRV) and δ, TSTR, FID/floor, KID, each attack's AUC [interval], inside the bound."
+    def e(x): return '∞ (not private)' if x == math.inf else f"{x:.2f}"
+    def ci(r, k): return f"{r[k + '_auc']:.2f} [{r[k + '_low']:.2f}, {r[k + '_high']:.2f}]" if pd.notna(r.get(k + '_auc')) else ''
+    out = pd.DataFrame({'data set': t['dataset'], 'loss': t['loss'], 'ε (RDP)': t['epsilon'].map(e), 'ε (PRV)': t['epsilon_prv'].map(e),
+                        'δ': t['delta'].map(lambda d: f"{d:.1e}" if d else ''), 'σ': t['noise_multiplier'].map(lambda s: f"{s:.2f}" if s else ''),
+                        'steps': t['steps'],
+                        'TSTR AUC': [f"{a:.3f} ± {s:.3f}" if pd.notna(s) else (f"{a:.3f}" if pd.notna(a) else '') for a, s in zip(t['tstr_auc'], t['tstr_sd'])],
+                        'real-trained AUC': t['real_auc'].map(lambda a: f"{a:.3f}" if pd.notna(a) else ''),
+                        'FID-64 / floor': [f"{a:.3f} / {b:.3f}" if pd.notna(a) else '' for a, b in zip(t['fid64'], t['fid64_floor'])],
+                        'FID-2048 / floor': [f"{a:.1f} / {b:.1f}" if pd.notna(a) else '' for a, b in zip(t['fid2048'], t['fid2048_floor'])],
+                        'KID': t['kid'].map(lambda k: f"{k:.4f}" if pd.notna(k) else '')})
+    for k in ('loss', 't_error', 'black_box'):
+        if f'{k}_auc' in t: out[f'{k} attack AUC'] = [ci(r, k) for _, r in t.iterrows()]
+    out['inside DP bound'] = t['inside_dp_bound'].map(lambda b: '' if b is None or pd.isna(b) else ('yes' if b else 'NO'))
+    return out
+
+def _eps_x(eps, finite):
+    "Where ε sits on the log axis: itself, or (∞) one decade right of the largest finite ε."
+    top = 10 * max(finite) if finite else 10.0
+    return np.array([top if e == math.inf else e for e in eps]), top
+
+def fig_privacy_utility(t:pd.DataFrame, audits:dict|None=None):
+    "Per data set (rows): TSTR AUC, FID/floor and the attacks' AUCs against ε (log; ∞ at the right), and the loss-attack ROCs with DP bounds."
+    import matplotlib.pyplot as plt
+    dss = list(dict.fromkeys(t['dataset']))
+    if not dss: raise MedsynError("no private cells in these runs: set dp_epsilons (e.g. --preset dp)")
+    fig, axes = plt.subplots(len(dss), 4, figsize=(15, 3.3 * len(dss)), squeeze=False)
+    for ax_row, d in zip(axes, dss):
+        g = t[t['dataset'] == d].sort_values('epsilon')
+        x, top = _eps_x(g['epsilon'], [e for e in g['epsilon'] if e != math.inf])
+        ticks = sorted(set(x))
+        ax = ax_row[0]
+        ax.errorbar(x, g['tstr_auc'], yerr=g['tstr_sd'].fillna(0), marker='o', capsize=3, label='trained on synthetic (TSTR)')
+        if g['real_auc'].notna().any(): ax.axhline(g['real_auc'].iloc[0], color='black', ls='--', lw=1, label='trained on real')
+        ax.set(ylabel='test AUC', title=f'{d}: utility')
+        ax.legend(fontsize=7)
+        ax = ax_row[1]
+        for k, lab in (('fid64', 'FID-64'), ('fid2048', 'FID-2048')):
+            ax.plot(x, g[k] / g[f'{k}_floor'], marker='o', label=f'{lab} / floor')
+        ax.axhline(1, color='grey', lw=0.8); ax.set(yscale='log', ylabel='multiple of the real-vs-real floor', title='image quality')
+        ax.legend(fontsize=7)
+        ax = ax_row[2]
+        for k, off in (('loss', 0.94), ('t_error', 1.0), ('black_box', 1.06)):
+            if f'{k}_auc' not in g: continue
+            ax.errorbar(x * off, g[f'{k}_auc'], yerr=[g[f'{k}_auc'] - g[f'{k}_low'], g[f'{k}_high'] - g[f'{k}_auc']], marker='o', capsize=3,
+                        ls='none', label=f'{k} attack')
+        ax.axhline(0.5, color='grey', ls='--', lw=0.8); ax.set(ylabel='membership AUC', title='membership inference'); ax.legend(fontsize=7)
+        for ax in ax_row[:3]:
+            ax.set_xscale('log'); ax.set_xticks(ticks); ax.set_xticklabels(['∞' if v == top else f'{v:.2g}' for v in ticks]); ax.set_xlabel('ε')
+            ax.minorticks_off()
+        sub = {lab: a for (dd, lab), a in (audits or {}).items() if dd == d}
+        if sub: fig_roc(sub, 'loss', ax=ax_row[3]); ax_row[3].set_title('loss attack ROC, with DP bounds', fontsize=9)
+        else: ax_row[3].axis('off')
+    fig.tight_layout()
     return fig

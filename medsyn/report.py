@@ -18,7 +18,7 @@ from .core import MedsynError, load_json, atomic_path
 __all__ = ['BACKBONE_PANELS', 'SCARCE_NOTE', 'PRIVACY_NOTE', 'BACKBONE_NOTE', 'ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown',
            'to_latex', 'write_table', 'cells_table', 'collect', 'backbone_row', 'collect_backbones', 'save_fig',
            'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc', 'fig_memorisation',
-           'fig_downstream', 'fig_low_data', 'fig_privacy', 'fig_lime', 'fig_backbones', 'fig_fidelity',
+           'fig_downstream', 'fig_low_data', 'fig_privacy', 'fig_dp', 'fig_lime', 'fig_backbones', 'fig_fidelity',
            'backbone_table', 'write_tables', 'comparison', 'provenance', 'build_report']
 
 # %% ../nbs/08_report.ipynb #10a92387
@@ -126,9 +126,11 @@ def collect(runs_root) -> dict:
                                    synthetic=run/'synthetic.npz'))
     from medsyn.scarce import collect_scarce
     sc = collect_scarce(runs_root)     # runs the leak checks on every subset generator and across draws
+    from medsyn.privacy import collect_dp       # the private cells and their non-private references (nbs/12_dp.ipynb)
+    T['dp'], T['dp_audits'] = collect_dp(runs_root)
     out = dict(scarce_rows=sc['rows'], scarce_generators=sc['generators'], backbones=collect_backbones(runs_root))
     for k, v in T.items():
-        if k in ('missing', 'files'): out[k] = v
+        if k in ('missing', 'files', 'dp', 'dp_audits'): out[k] = v
         elif k in ('loss_log', 'memo_images'): out[k] = pd.concat(v, ignore_index=True) if v else pd.DataFrame()
         else: out[k] = pd.DataFrame(v)
     return out
@@ -425,6 +427,12 @@ def fig_privacy(T:dict, figures_dir) -> list:
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'privacy')
 
+def fig_dp(T:dict, figures_dir) -> list:
+    "The privacy-utility frontier (`medsyn.privacy.fig_privacy_utility`): TSTR, FID/floor and attack AUCs against ε, ROCs with DP bounds."
+    from medsyn.privacy import fig_privacy_utility
+    if T['dp'].empty or not T['dp']['epsilon'].map(np.isfinite).any(): return []
+    return save_fig(fig_privacy_utility(T['dp'], T['dp_audits']), figures_dir, 'privacy_utility')
+
 def fig_lime(T:dict, figures_dir) -> list:
     "Copy each run's LIME panel (real-trained vs synthetic-trained explanations) into the figures."
     out = []
@@ -597,6 +605,12 @@ def write_tables(T:dict, tables_dir) -> list:
         out += write_table(fi.round(3), tables_dir, 'fidelity', 'Class fidelity (a real-trained classifier labels synthetic images) and LIME top-k IoU.')
     cmp = comparison(T)
     if not cmp.empty: out += write_table(cmp, tables_dir, 'comparison', 'Our results beside the published numbers.')
+    if not T['dp'].empty and T['dp']['epsilon'].map(np.isfinite).any():
+        from medsyn.privacy import dp_markdown
+        out += write_table(dp_markdown(T['dp']), tables_dir, 'privacy_utility', 'Private generators (DP-SGD, Opacus) beside the non-private '
+                           'one: ε from the RDP accountant that calibrated the noise and from the PRV accountant, TSTR AUC (mean ± sd over '
+                           'classifier seeds), FID with its real-vs-real floor, and the membership attacks (AUC, 95 % bootstrap interval). '
+                           '"inside DP bound": no attack proves (Clopper-Pearson, 95 %) an ε above the one the generator claims.', csv=T['dp'])
     return out
 
 # %% ../nbs/08_report.ipynb #39631449
@@ -683,7 +697,7 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
 
 # %% ../nbs/08_report.ipynb #ac19d735
 FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, fig_downstream, fig_low_data, fig_privacy, fig_lime,
-           fig_backbones, fig_fidelity)
+           fig_backbones, fig_fidelity, fig_dp)
 
 def build_report(runs_root, figures_dir, tables_dir) -> dict:
     "Collect the runs under `runs_root` and write every figure and table; returns the files written and what was missing."

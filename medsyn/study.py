@@ -6,12 +6,12 @@ Docs: https://medsyn.github.io/medsyn/study.html.md"""
 
 # %% ../nbs/06_study.ipynb #e675495f
 from __future__ import annotations
-import argparse, json, os, shutil, sys, threading, time
+import argparse, json, math, os, shutil, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import MedsynError, load_settings, repo_root, save_json, load_json, run_record, split_overrides
+from .core import MedsynError, load_settings, repo_root, save_json, load_json, run_record, split_overrides, dp_cell_name
 
 # %% auto #0
 __all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'plan',
@@ -26,20 +26,25 @@ BASELINE_STAGES = ('real',)
 @dataclass
 class Cell:
     """One cell of the study grid: a data set and a loss (or the real-data baseline when `loss` is None); `scarce`: it runs the
-    scarce-data stage; `backbone`: an extra denoiser (None: the preset's `model`), compared on the full-data stages only."""
+    scarce-data stage; `backbone`: an extra denoiser (None: the preset's `model`), compared on the full-data stages only;
+    `dp_epsilon`: a private generator (DP-SGD at that epsilon, nbs/12_dp.ipynb), through the full-data stages and privacy."""
     dataset: str
     loss: str | None
     run_dir: Path
     scarce: bool = False
     backbone: str | None = None
+    dp_epsilon: float | None = None
     @property
-    def name(self): return f"{self.dataset}/{self.backbone + '/' if self.backbone else ''}{self.loss or 'real'}"
+    def variant(self): return self.backbone or (dp_cell_name(self.dp_epsilon) if self.dp_epsilon is not None else None)
     @property
-    def real_dir(self): return self.run_dir.parent.parent/'real' if self.backbone else self.run_dir.parent/'real'
+    def name(self): return f"{self.dataset}/{self.variant + '/' if self.variant else ''}{self.loss or 'real'}"
+    @property
+    def real_dir(self): return self.run_dir.parent.parent/'real' if self.variant else self.run_dir.parent/'real'
     @property
     def stages(self):
         if self.loss is None: return BASELINE_STAGES + (('scarce',) if self.scarce else ())
         if self.backbone: return LOSS_STAGES
+        if self.dp_epsilon is not None: return LOSS_STAGES + ('privacy',)
         return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)   # privacy audits the scarce generators too
     @property
     def done_marker(self): return self.run_dir/'DONE.json'
@@ -54,7 +59,8 @@ def extra_backbones(s) -> list:
 
 def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settings=None) -> list:
     """The grid's cells: for each data set its real-data baseline, then one cell per loss (the preset's `model`), then one
-    cell per extra backbone x `backbone_losses` on `backbone_datasets`, in `<dataset>/<backbone>/<loss>`."""
+    cell per extra backbone x `backbone_losses` on `backbone_datasets`, in `<dataset>/<backbone>/<loss>`, then one private cell
+    per finite `dp_epsilons` x `dp_losses` on `dp_datasets`, in `<dataset>/dp-eps<e>/<loss>`."""
     s = settings or load_settings(preset)
     datasets = s.datasets if datasets is None else load_settings(preset, datasets=datasets).datasets
     losses = s.losses if losses is None else load_settings(preset, losses=losses).losses
@@ -63,7 +69,10 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     cells = [Cell(d, None, root/d/'real', runs_scarce(s, d)) for d in datasets]
     cells += [Cell(d, l, root/d/l, runs_scarce(s, d, l)) for d in datasets for l in losses]
     bd = [d for d in datasets if 'all' in s.backbone_datasets or d in s.backbone_datasets]
-    return cells + [Cell(d, l, root/d/b/l, backbone=b) for d in bd for b in extra_backbones(s) for l in s.backbone_losses]
+    cells += [Cell(d, l, root/d/b/l, backbone=b) for d in bd for b in extra_backbones(s) for l in s.backbone_losses]
+    dd = [d for d in datasets if 'all' in s.dp_datasets or d in s.dp_datasets]
+    eps = [float(e) for e in s.dp_epsilons if math.isfinite(e)]
+    return cells + [Cell(d, l, root/d/dp_cell_name(e)/l, dp_epsilon=e) for d in dd for e in eps for l in s.dp_losses]
 
 # %% ../nbs/06_study.ipynb #1d8d9e98
 def study_notebooks_dir() -> Path:
@@ -83,7 +92,8 @@ def run_notebook(name:str, out:Path, parameters:dict, log=None) -> Path:
 # %% ../nbs/06_study.ipynb #c2cfaad6
 def _params(cell:Cell, preset:str, overrides:dict) -> dict:
     p = dict(dataset=cell.dataset, preset=preset, run_dir=str(cell.run_dir.resolve()),
-             overrides=dict(overrides, **({'model': cell.backbone} if cell.backbone else {})))
+             overrides=dict(overrides, **({'model': cell.backbone} if cell.backbone else {}),
+                            **({'dp_epsilon': cell.dp_epsilon} if cell.dp_epsilon is not None else {})))
     if cell.loss is not None:
         p.update(loss=cell.loss, real_dir=str(cell.real_dir.resolve()))
     return p
@@ -350,17 +360,20 @@ def stage_scarce(ctx:StageContext, progress:bool=True) -> dict:
 def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
     """Membership inference (nbs/10_privacy.ipynb) against the cell's full-data generator (non-members: validation and test
     images) and each scarce-data draw's generator (non-members: the rest of the training split), with their synthetic sets."""
-    from medsyn.privacy import audit_membership, audit_over_steps
+    from medsyn.privacy import audit_membership, audit_over_steps, write_card
     from medsyn.scarce import low_data_fractions, subset_draws, frac_dir, runs_scarce
+    from medsyn.dp import dp_enabled
     s = ctx.settings
     n = s.privacy_max_images or None
     out = {'full': audit_membership(ctx.model_dir, ctx.synthetic, n, s, seed=s.seed, progress=progress)}
     out['full']['over_steps'] = audit_over_steps(ctx.model_dir, n, s, seed=s.seed)      # every checkpoint the trainer kept
-    if runs_scarce(s, ctx.dataset, ctx.loss):
+    write_card(ctx.model_dir, metrics=ctx.metrics, classify_dir=ctx.run_dir/'classify_synthetic', privacy=out['full'])
+    if runs_scarce(s, ctx.dataset, ctx.loss) and not dp_enabled(s):     # a private cell has no scarce-data stage
         for f in low_data_fractions(s):
             for k in subset_draws(s):
                 fd = frac_dir(ctx.run_dir, f, k)
                 out[f'frac-{f:g}/draw-{k}'] = dict(audit_membership(fd/'model', fd/'synthetic.npz', n, s, seed=s.seed, progress=progress), draw=k)
+                write_card(fd/'model', quality=fd/'quality.json', privacy=out[f'frac-{f:g}/draw-{k}'])
     save_json(out, ctx.run_dir/'privacy.json')
     return out
 
@@ -380,7 +393,8 @@ def _have(ctx, stage) -> bool:
     if stage == 'scarce':           # done, or not run for this data set
         from medsyn.scarce import low_data_fractions, subset_draws, frac_dir, runs_scarce
         s = ctx.settings
-        if not runs_scarce(s, ctx.dataset, ctx.loss): return True
+        from medsyn.dp import dp_enabled
+        if not runs_scarce(s, ctx.dataset, ctx.loss) or dp_enabled(s): return True      # a private cell has no scarce stage
         return all((frac_dir(ctx.run_dir, f, k)/'metrics.json').exists() for f in low_data_fractions(s) for k in subset_draws(s))
     return (ctx.run_dir/'fidelity.json').exists()
 
