@@ -314,6 +314,23 @@ def write_card(model_dir, **sources) -> dict:
     return card
 
 # %% ../nbs/10_privacy.ipynb #438085b8
+def _card_row(c:dict, dataset:str, loss:str, generator:str, real_auc) -> dict:
+    "One row of the privacy-utility table from a generator card."
+    q, m, dp = c.get('quality') or {}, c.get('membership') or {}, c.get('dp') or {}
+    inf = math.inf
+    row = dict(dataset=dataset, loss=loss, generator=generator, n_train=c['trained_on']['n'],
+               epsilon=dp['epsilon'] if c['private'] else inf, target_epsilon=dp['target_epsilon'] if c['private'] else inf,
+               epsilon_prv=dp.get('epsilon_prv') if c['private'] else inf, delta=dp['delta'] if c['private'] else 0.0,
+               noise_multiplier=dp['noise_multiplier'] if c['private'] else 0.0, steps=c['training']['step'],
+               tstr_auc=(c.get('tstr') or {}).get('auc'), tstr_sd=(c.get('tstr') or {}).get('auc_sd'), real_auc=real_auc,
+               fid64=(q.get('fid64') or {}).get('value'), fid64_floor=(q.get('fid64') or {}).get('floor'),
+               fid2048=(q.get('fid2048') or {}).get('value'), fid2048_floor=(q.get('fid2048') or {}).get('floor'),
+               kid=q.get('kid'), kid_floor=q.get('kid_floor'))
+    for k, a in m.items():
+        row.update({f'{k}_auc': a['auc'], f'{k}_low': a['ci'][0], f'{k}_high': a['ci'][1], f'{k}_eps_proved': a['epsilon_proved']})
+    row['inside_dp_bound'] = all(a.get('inside_dp_bound', True) for a in m.values()) if c['private'] else None
+    return row
+
 def collect_dp(runs_root) -> tuple:
     """(rows, audits) of a study's runs: a row per generator of the privacy-utility comparison (the non-private cells of `dp_losses`
     and every private cell) from its card; audits {(dataset, label): its privacy.json entry} for the ROC panels."""
@@ -325,32 +342,22 @@ def collect_dp(runs_root) -> tuple:
         real = ds/'real'/'classify_real'/'metrics.json'
         real_auc = float(np.mean([v['auc'] for v in load_json(real)['cells'][0]['per_seed'].values()])) if real.exists() else None
         for cell in list(dict.fromkeys([ds/p.name for p in private if (ds/p.name).is_dir()])) + private:   # ε = ∞ first
-            card_f = cell/'model'/'card.json'
-            if not card_f.exists(): continue
-            c = load_json(card_f)
-            q, m = c.get('quality') or {}, c.get('membership') or {}
-            eps = c['dp']['epsilon'] if c['private'] else math.inf
-            row = dict(dataset=ds.name, loss=cell.name, epsilon=eps, target_epsilon=c['dp']['target_epsilon'] if c['private'] else math.inf,
-                       epsilon_prv=c['dp'].get('epsilon_prv') if c['private'] else math.inf, delta=c['dp']['delta'] if c['private'] else 0.0,
-                       noise_multiplier=c['dp']['noise_multiplier'] if c['private'] else 0.0, steps=c['training']['step'],
-                       tstr_auc=(c.get('tstr') or {}).get('auc'), tstr_sd=(c.get('tstr') or {}).get('auc_sd'), real_auc=real_auc,
-                       fid64=(q.get('fid64') or {}).get('value'), fid64_floor=(q.get('fid64') or {}).get('floor'),
-                       fid2048=(q.get('fid2048') or {}).get('value'), fid2048_floor=(q.get('fid2048') or {}).get('floor'),
-                       kid=q.get('kid'), kid_floor=q.get('kid_floor'))
-            for k, a in m.items():
-                row.update({f'{k}_auc': a['auc'], f'{k}_low': a['ci'][0], f'{k}_high': a['ci'][1], f'{k}_eps_proved': a['epsilon_proved']})
-            row['inside_dp_bound'] = all(a.get('inside_dp_bound', True) for a in m.values()) if c['private'] else None
-            rows.append(row)
-            pj = cell/'privacy.json'
-            if pj.exists(): audits[(ds.name, 'not private' if eps == math.inf else f"ε = {eps:.2g}")] = load_json(pj)['full']
-    cols = ['dataset', 'loss', 'epsilon']
+            subs = sorted((cell/'low_data').glob('frac-*/draw-*'))
+            for gen, card_f in [('full', cell/'model'/'card.json')] + [(f"{f.parent.name}/{f.name}", f/'model'/'card.json') for f in subs]:
+                if not card_f.exists(): continue
+                rows.append(_card_row(load_json(card_f), ds.name, cell.name, gen, real_auc if gen == 'full' else None))
+            if (cell/'privacy.json').exists() and (cell/'model'/'card.json').exists():
+                c = load_json(cell/'model'/'card.json')
+                label = f"ε = {c['dp']['epsilon']:.2g}" if c['private'] else 'not private'
+                audits[(ds.name, label)] = load_json(cell/'privacy.json')['full']
+    cols = ['dataset', 'loss', 'generator', 'epsilon']
     return (pd.DataFrame(rows).sort_values(cols, ignore_index=True) if rows else pd.DataFrame(columns=cols)), audits
 
 def dp_markdown(t:pd.DataFrame) -> pd.DataFrame:
     "The privacy-utility table as printed: ε (RDP, PRV) and δ, TSTR, FID/floor, KID, each attack's AUC [interval], inside the bound."
     def e(x): return '∞ (not private)' if x == math.inf else f"{x:.2f}"
     def ci(r, k): return f"{r[k + '_auc']:.2f} [{r[k + '_low']:.2f}, {r[k + '_high']:.2f}]" if pd.notna(r.get(k + '_auc')) else ''
-    out = pd.DataFrame({'data set': t['dataset'], 'loss': t['loss'], 'ε (RDP)': t['epsilon'].map(e), 'ε (PRV)': t['epsilon_prv'].map(e),
+    out = pd.DataFrame({'data set': t['dataset'], 'loss': t['loss'], 'generator': t['generator'], 'real images': t['n_train'], 'ε (RDP)': t['epsilon'].map(e), 'ε (PRV)': t['epsilon_prv'].map(e),
                         'δ': t['delta'].map(lambda d: f"{d:.1e}" if d else ''), 'σ': t['noise_multiplier'].map(lambda s: f"{s:.2f}" if s else ''),
                         'steps': t['steps'],
                         'TSTR AUC': [f"{a:.3f} ± {s:.3f}" if pd.notna(s) else (f"{a:.3f}" if pd.notna(a) else '') for a, s in zip(t['tstr_auc'], t['tstr_sd'])],
@@ -371,6 +378,7 @@ def _eps_x(eps, finite):
 def fig_privacy_utility(t:pd.DataFrame, audits:dict|None=None):
     "Per data set (rows): TSTR AUC, FID/floor and the attacks' AUCs against ε (log; ∞ at the right), and the loss-attack ROCs with DP bounds."
     import matplotlib.pyplot as plt
+    t = t[t['generator'] == 'full'] if 'generator' in t else t     # the subset generators are in the table
     dss = list(dict.fromkeys(t['dataset']))
     if not dss: raise MedsynError("no private cells in these runs: set dp_epsilons (e.g. --preset dp)")
     fig, axes = plt.subplots(len(dss), 4, figsize=(15, 3.3 * len(dss)), squeeze=False)

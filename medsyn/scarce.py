@@ -343,7 +343,7 @@ GEN_QUALITY = ('kid', 'kid_std', 'kid_floor', 'kid_floor_std', 'fid2048', 'fid20
 
 def collect_scarce(runs_root) -> dict:
     "{'rows': one row per classifier, 'generators': one row per generator} of every scarce-data draw under `runs_root`."
-    from medsyn.core import DATASETS_2D, loss_run_dirs   # extra-backbone folders hold no scarce-data runs
+    from medsyn.core import DATASETS_2D, loss_run_dirs, dp_run_dirs, DP_PREFIX   # extra-backbone folders hold no scarce-data runs
     runs_root = Path(runs_root)
     rows, gens = [], []
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D) if runs_root.is_dir() else []:
@@ -351,16 +351,17 @@ def collect_scarce(runs_root) -> dict:
         for m in sorted((ds/'real'/'low_data').glob('frac-*/draw-*/metrics.json')):
             r = load_json(m); real_digest[(r['fraction'], r['draw'])] = r['real_digest']
             rows += [dict(x, loss=None) for x in r['rows']]
-        for cell in loss_run_dirs(ds):
+        for cell in loss_run_dirs(ds) + dp_run_dirs(ds):        # private cells: loss 'l2, ε=1' (nbs/12_dp.ipynb)
+            loss = cell.name if not cell.parent.name.startswith(DP_PREFIX) else f"{cell.name}, ε={cell.parent.name[len(DP_PREFIX):]}"
             for fdir in sorted((cell/'low_data').glob('frac-*/draw-*')):
                 if not (fdir/'metrics.json').exists(): continue
                 r = load_json(fdir/'metrics.json')
                 seen = check_leak(fdir, real_digest.get((r['fraction'], r['draw'])))
-                rows += [dict(x, loss=cell.name) for x in r['rows']]
+                rows += [dict(x, loss=loss) for x in r['rows']]
                 a = load_json(fdir/'audit.json') if (fdir/'audit.json').exists() else {}
                 q = load_json(fdir/'quality.json') if (fdir/'quality.json').exists() else {}
                 cfg = load_json(fdir/'model'/'config.json')
-                gens.append(dict(dataset=ds.name, loss=cell.name, fraction=r['fraction'], draw=r['draw'], n_real=seen['n'],
+                gens.append(dict(dataset=ds.name, loss=loss, fraction=r['fraction'], draw=r['draw'], n_real=seen['n'],
                                  digest=seen['digest'], steps=cfg['settings']['train_steps'], batch_size=cfg['settings']['batch_size'],
                                  epochs=cfg['settings']['train_steps'] * cfg['settings']['batch_size'] / seen['n'],
                                  **{k: a.get(k) for k in ('nearcopy_share', 'median_ratio', 'min_ratio', 'n_synthetic', 'replays')},

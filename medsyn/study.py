@@ -27,7 +27,8 @@ BASELINE_STAGES = ('real',)
 class Cell:
     """One cell of the study grid: a data set and a loss (or the real-data baseline when `loss` is None); `scarce`: it runs the
     scarce-data stage; `backbone`: an extra denoiser (None: the preset's `model`), compared on the full-data stages only;
-    `dp_epsilon`: a private generator (DP-SGD at that epsilon, nbs/12_dp.ipynb), through the full-data stages and privacy."""
+    `dp_epsilon`: private generators (DP-SGD at that epsilon, nbs/12_dp.ipynb): the full-data one and, where the data set runs
+    the scarce-data experiment, each draw's subset generator; through the same stages."""
     dataset: str
     loss: str | None
     run_dir: Path
@@ -44,7 +45,7 @@ class Cell:
     def stages(self):
         if self.loss is None: return BASELINE_STAGES + (('scarce',) if self.scarce else ())
         if self.backbone: return LOSS_STAGES
-        if self.dp_epsilon is not None: return LOSS_STAGES + ('privacy',)
+        if self.dp_epsilon is not None: return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)
         return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)   # privacy audits the scarce generators too
     @property
     def done_marker(self): return self.run_dir/'DONE.json'
@@ -72,7 +73,7 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     cells += [Cell(d, l, root/d/b/l, backbone=b) for d in bd for b in extra_backbones(s) for l in s.backbone_losses]
     dd = [d for d in datasets if 'all' in s.dp_datasets or d in s.dp_datasets]
     eps = [float(e) for e in s.dp_epsilons if math.isfinite(e)]
-    return cells + [Cell(d, l, root/d/dp_cell_name(e)/l, dp_epsilon=e) for d in dd for e in eps for l in s.dp_losses]
+    return cells + [Cell(d, l, root/d/dp_cell_name(e)/l, runs_scarce(s, d, l), dp_epsilon=e) for d in dd for e in eps for l in s.dp_losses]
 
 # %% ../nbs/06_study.ipynb #1d8d9e98
 def study_notebooks_dir() -> Path:
@@ -362,13 +363,12 @@ def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
     images) and each scarce-data draw's generator (non-members: the rest of the training split), with their synthetic sets."""
     from medsyn.privacy import audit_membership, audit_over_steps, write_card
     from medsyn.scarce import low_data_fractions, subset_draws, frac_dir, runs_scarce
-    from medsyn.dp import dp_enabled
     s = ctx.settings
     n = s.privacy_max_images or None
     out = {'full': audit_membership(ctx.model_dir, ctx.synthetic, n, s, seed=s.seed, progress=progress)}
     out['full']['over_steps'] = audit_over_steps(ctx.model_dir, n, s, seed=s.seed)      # every checkpoint the trainer kept
     write_card(ctx.model_dir, metrics=ctx.metrics, classify_dir=ctx.run_dir/'classify_synthetic', privacy=out['full'])
-    if runs_scarce(s, ctx.dataset, ctx.loss) and not dp_enabled(s):     # a private cell has no scarce-data stage
+    if runs_scarce(s, ctx.dataset, ctx.loss):
         for f in low_data_fractions(s):
             for k in subset_draws(s):
                 fd = frac_dir(ctx.run_dir, f, k)
@@ -393,8 +393,7 @@ def _have(ctx, stage) -> bool:
     if stage == 'scarce':           # done, or not run for this data set
         from medsyn.scarce import low_data_fractions, subset_draws, frac_dir, runs_scarce
         s = ctx.settings
-        from medsyn.dp import dp_enabled
-        if not runs_scarce(s, ctx.dataset, ctx.loss) or dp_enabled(s): return True      # a private cell has no scarce stage
+        if not runs_scarce(s, ctx.dataset, ctx.loss): return True
         return all((frac_dir(ctx.run_dir, f, k)/'metrics.json').exists() for f in low_data_fractions(s) for k in subset_draws(s))
     return (ctx.run_dir/'fidelity.json').exists()
 
