@@ -154,6 +154,7 @@ SCHEMA = {
     'low_data_max_synthetic': Key('int', 'sweep a ratio of low_data_ratios only where it asks for at most this many synthetic images (0: every ratio everywhere; the first ratio always runs)'),
     'low_data_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)'),
     'low_data_max_steps': Key('int', 'most optimiser steps of a scarce-data generator (0: train_steps); low_data_max_epochs caps small subsets'),
+    'low_data_batch_size': Key('int', 'batch size of a scarce-data generator (0: batch_size)'),
     'low_data_workers': Key('int', 'scarce-data draws run at once, each in its own process with its share of the CPU threads (CPU: 2 on 2 cores gives ~1.3x; GPU: 1)'),
     # privacy (nbs/10_privacy.ipynb)
     'privacy_max_images': Key('int', 'membership inference: members audited per generator, and as many non-members (0: all)'),

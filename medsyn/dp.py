@@ -71,8 +71,10 @@ def calibrate(n:int, s) -> dict:
     from opacus.accountants.utils import get_noise_multiplier
     check_dp(s, n)
     delta, q = dp_delta(s, n), 1 / math.ceil(n / s.batch_size)
-    sigma = get_noise_multiplier(target_epsilon=float(s.dp_epsilon), target_delta=delta, sample_rate=q, steps=int(s.train_steps),
-                                 accountant='rdp')
+    with warnings.catch_warnings():       # the bisection's probes at large σ hit RDP's largest order; the σ it returns does not
+        warnings.filterwarnings('ignore', message='Optimal order is the largest alpha')
+        sigma = get_noise_multiplier(target_epsilon=float(s.dp_epsilon), target_delta=delta, sample_rate=q, steps=int(s.train_steps),
+                                     accountant='rdp')
     return dict(target_epsilon=float(s.dp_epsilon), delta=delta, noise_multiplier=float(sigma), sample_rate=q,
                 expected_batch_size=int(n * q), max_grad_norm=float(s.dp_max_grad_norm), noise_multiplicity=int(s.dp_noise_multiplicity),
                 steps=int(s.train_steps), n_train_images=int(n), accountant='rdp', calibration='opacus get_noise_multiplier (steps)')

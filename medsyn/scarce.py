@@ -73,18 +73,21 @@ def frac_dir(run_dir, fraction:float, draw:int) -> Path:
 
 # %% ../nbs/09_scarce.ipynb #9c781395
 def generator_steps(n_images:int, s) -> int:
-    """Optimiser steps of a generator trained on `n_images`: at most `low_data_max_epochs` passes, at most `train_steps` and at
-    most `low_data_max_steps` (0: no cap of its own)."""
+    """Optimiser steps of a generator trained on `n_images` in batches of `low_data_batch_size` (0: `batch_size`): at most
+    `low_data_max_epochs` passes, at most `train_steps` and at most `low_data_max_steps` (0: no cap of its own)."""
     if s.low_data_max_epochs < 1: raise MedsynError(f"low_data_max_epochs must be at least 1, got {s.low_data_max_epochs}")
     if s.low_data_max_steps < 0: raise MedsynError(f"low_data_max_steps must be >= 0 (0: train_steps), got {s.low_data_max_steps}")
     cap = min(s.train_steps, s.low_data_max_steps or s.train_steps)
-    return int(min(cap, max(1, math.ceil(s.low_data_max_epochs * n_images / s.batch_size))))
+    if s.low_data_batch_size < 0: raise MedsynError(f"low_data_batch_size must be >= 0 (0: batch_size), got {s.low_data_batch_size}")
+    return int(min(cap, max(1, math.ceil(s.low_data_max_epochs * n_images / (s.low_data_batch_size or s.batch_size)))))
 
 # %% ../nbs/09_scarce.ipynb #8d584ef7
 def generator_settings(s, fraction:float, n_images:int, draw:int):
-    "Settings of draw `draw`'s generator: its f-subset (seed `draw`), `generator_steps` steps, warm-up and checkpoints scaled to them."
+    """Settings of draw `draw`'s generator: its f-subset (seed `draw`), batches of `low_data_batch_size` (0: `batch_size`),
+    `generator_steps` steps, warm-up and checkpoints scaled to them."""
     steps = generator_steps(n_images, s)
-    return s.replace(train_fraction=fraction, seed=draw, train_steps=steps, warmup_steps=min(s.warmup_steps, max(1, steps // 10)),
+    return s.replace(train_fraction=fraction, seed=draw, train_steps=steps, batch_size=s.low_data_batch_size or s.batch_size,
+                     warmup_steps=min(s.warmup_steps, max(1, steps // 10)),
                      checkpoint_every=min(s.checkpoint_every, steps))
 
 def train_generator(dataset:str, loss:str, fraction:float, draw:int, out, s, progress:bool=True) -> Path:
