@@ -103,6 +103,7 @@ SCHEMA = {
     'weight_decay': Key('float', 'AdamW weight decay'),
     'grad_accum': Key('int', 'gradient accumulation steps'),
     'grad_clip': Key('float', 'gradient norm clip (0: off)'),
+    'init_from': Key('str', "start training from this generator's EMA weights (run folder or checkpoint; same denoiser, channels and classes): public pretraining; empty: random initialisation"),
     'lr_schedule': Key('str', 'learning-rate schedule after the linear warm-up: cosine decay to 0 at train_steps, constant, or inverse_sqrt (lr * sqrt(warmup_steps / step))', ('cosine', 'constant', 'inverse_sqrt')),
     'ema_decay': Key('float', 'EMA decay of the weights (0: no EMA)'),
     'ema_power': Key('float', "EMA warm-up: 0 gives diffusers' default decay min(ema_decay, (1+k)/(10+k)); p > 0 gives min(ema_decay, 1-(1+k)^-p) (Karras: 2/3 short runs, 3/4 long)"),
@@ -167,6 +168,7 @@ SCHEMA = {
     'dp_epsilons': Key('list[float]', "study grid: a private cell per finite epsilon (runs/<preset>/<dataset>/dp-eps<e>/<loss>); inf: the non-private cells only"),
     'dp_datasets': Key('list[str]', "data sets whose grid has the private cells ('all': every data set of the grid)", DATASETS_2D + ('all',)),
     'dp_losses': Key('list[str]', "losses of the private cells", LOSSES),
+    'dp_public': Key('list[str]', "study grid: <private>:<public> pairs; the private cells of <private> start from <public>'s non-private generator of the same loss (public pretraining); none: from scratch"),
     # LIME
     'lime_images': Key('int', 'test images explained per data set'),
     'lime_samples': Key('int', 'perturbed samples per LIME explanation'),

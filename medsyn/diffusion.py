@@ -26,7 +26,8 @@ from .dp import dp_enabled, check_dp, make_private, poisson_indices, average_mul
 __all__ = ['SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches',
            'checkpoints', 'resolve_checkpoint', 'clear_unfinished', 'loss_columns', 'read_loss_csv',
            'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step', 'dp_step', 'dp_spent', 'train',
-           'lr_schedule', 'plot_loss', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
+           'lr_schedule', 'plot_loss', 'pretrained_start', 'load_model', 'make_sampler', 'generate', 'sample',
+           'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #bf586e06
 SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}
@@ -349,8 +350,10 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
 
     scheduler = make_scheduler(s.schedule, s.prediction, s.num_train_timesteps)
     last = checkpoints(out)[-1] if resume else None
-    unet = load_denoiser(last/'unet') if resume else \
-        make_denoiser(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
+    started = None                                    # init_from: another generator's weights to start from (public pretraining)
+    if resume: unet = load_denoiser(last/'unet')
+    elif s.init_from: unet, started = pretrained_start(s.init_from, dataset, ds.n_channels, n_classes, s, private=dp)
+    else: unet = make_denoiser(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
     cls, net_config = type(unet), dict(unet.config)   # before accelerate wraps it (DDP has no .config)
     ema_unet = cls.from_config(unet.config)           # a shell to save the EMA weights with save_pretrained
     ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config,
@@ -387,7 +390,8 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
         out.mkdir(parents=True, exist_ok=True)
         rec = run_record(s, seed=s.seed, **meta, denoiser_config=net_config, denoiser=cls.__name__,
                          n_params=n_params(unet), n_train_images=len(ds), real_images=real_images, processes=acc.num_processes, device=str(dev),
-                         precision=mp, **({'dp': dprec} if dp else {}))
+                         precision=mp, **({'dp': dprec} if dp else {}),
+                         **({'started_from': started} if started else {}))
         if resume: rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}; rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
         save_json(rec, out/'config.json')
         rows = []
@@ -509,6 +513,31 @@ def plot_loss(runs, window:int=10, tail:int=50):
     ax[1].set(xlabel='timestep bucket (0: least noise)', ylabel='mean loss', title=f'per-t loss, last {tail} rows'); ax[1].set_yscale('log')
     ax[0].legend(fontsize=8); fig.tight_layout()
     return fig
+
+# %% ../nbs/02_diffusion.ipynb #f2fe6251
+def _plain(v): return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v   # a config read back from JSON has lists
+
+def pretrained_start(src, dataset:str, n_channels:int, n_classes:int, s, private:bool=False) -> tuple:
+    """(denoiser, record): the EMA denoiser of the generator at `src` (run folder or checkpoint) to start training on `dataset`
+    from, and what it saw. It must be the denoiser `s.model` builds for `n_channels` x `n_classes`; a `private` run refuses a
+    start that saw `dataset`."""
+    try: ck = resolve_checkpoint(src)
+    except MedsynError as e: raise MedsynError(f"init_from: {e}") from None
+    meta = load_json(ck/MARKER)
+    net = load_denoiser(ck/'unet_ema')
+    want = dict(make_denoiser(n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps).config)
+    diff = [f"{k}: {_plain(net.config.get(k))} there, {_plain(v)} here" for k, v in want.items()
+            if not k.startswith('_') and _plain(net.config.get(k)) != _plain(v)]
+    if diff: raise MedsynError(f"init_from {ck}: its denoiser is not the one model = {s.model} builds for {dataset} ({n_channels} "
+                               f"channel(s), {n_classes} classes): {'; '.join(diff)}. Start from a generator of the same denoiser, "
+                               "channels and classes.")
+    if private and meta.get('flag') == dataset:
+        raise MedsynError(f"init_from {ck} was trained on {dataset}: a private run must not start from weights that saw its own "
+                          "data set (DP-SGD accounts only for its own steps). Start from a generator of public images of another data set.")
+    cfg = ck.parent.parent/'config.json'
+    seen = load_json(cfg).get('real_images', {}) if cfg.exists() else {}
+    return net, dict(path=str(ck.resolve()), dataset=meta.get('flag'), step=meta.get('step'), private=bool(meta.get('dp')),
+                     real_images={k: seen.get(k) for k in ('split', 'fraction', 'n', 'digest')})
 
 # %% ../nbs/02_diffusion.ipynb #275fec61
 SAMPLERS = ('ddim', 'ddpm', 'dpmsolver', 'unipc')

@@ -269,6 +269,7 @@ def generator_card(model_dir, metrics=None, classify_dir=None, privacy=None, qua
                               **{k: st.get(k) for k in ('batch_size', 'lr', 'lr_schedule', 'ema_decay', 'ema_power', 'mixed_precision')},
                               precision=cfg.get('precision')),
                 private=bool(cfg.get('dp')))
+    if cfg.get('started_from'): card['started_from'] = cfg['started_from']     # init_from: its images are seen too, without ε
     if cfg.get('dp'): card['dp'] = dict(cfg['dp'], **(last.get('dp') or {}))
     if metrics is not None and Path(metrics).exists():
         m = load_json(metrics)
@@ -295,6 +296,10 @@ def card_line(card:dict) -> str:
     bits = [f"{card['dataset']}: trained on {t['n']} {t['split']} images (fraction {t['fraction']:g}, digest {t['digest']}), "
             f"{card['training']['step']} steps"]
     bits.append(f"DP ε = {card['dp']['epsilon']:.2f} (δ = {card['dp']['delta']:.1e})" if card['private'] else "not private")
+    if card.get('started_from'):
+        f = card['started_from']
+        bits.append(f"started from a {'private' if f['private'] else 'non-private'} {f['dataset']} generator ({f['real_images']['n']} images, "
+                    f"digest {f['real_images']['digest']}{'; not covered by this ε' if card['private'] else ''})")
     q = card.get('quality')
     if q: bits.append(f"FID-2048 {q['fid2048']['value']:.1f} (floor {q['fid2048']['floor']:.1f}), KID {q['kid']:.4f}")
     if card.get('tstr'): bits.append(f"TSTR AUC {card['tstr']['auc']:.3f}")
@@ -325,7 +330,7 @@ def _card_row(c:dict, dataset:str, loss:str, generator:str, real_auc) -> dict:
                tstr_auc=(c.get('tstr') or {}).get('auc'), tstr_sd=(c.get('tstr') or {}).get('auc_sd'), real_auc=real_auc,
                fid64=(q.get('fid64') or {}).get('value'), fid64_floor=(q.get('fid64') or {}).get('floor'),
                fid2048=(q.get('fid2048') or {}).get('value'), fid2048_floor=(q.get('fid2048') or {}).get('floor'),
-               kid=q.get('kid'), kid_floor=q.get('kid_floor'))
+               kid=q.get('kid'), kid_floor=q.get('kid_floor'), started_from=(c.get('started_from') or {}).get('dataset') or '')
     for k, a in m.items():
         row.update({f'{k}_auc': a['auc'], f'{k}_low': a['ci'][0], f'{k}_high': a['ci'][1], f'{k}_eps_proved': a['epsilon_proved']})
     row['inside_dp_bound'] = all(a.get('inside_dp_bound', True) for a in m.values()) if c['private'] else None
@@ -359,7 +364,7 @@ def dp_markdown(t:pd.DataFrame) -> pd.DataFrame:
     def ci(r, k): return f"{r[k + '_auc']:.2f} [{r[k + '_low']:.2f}, {r[k + '_high']:.2f}]" if pd.notna(r.get(k + '_auc')) else ''
     out = pd.DataFrame({'data set': t['dataset'], 'loss': t['loss'], 'generator': t['generator'], 'real images': t['n_train'], 'ε (RDP)': t['epsilon'].map(e), 'ε (PRV)': t['epsilon_prv'].map(e),
                         'δ': t['delta'].map(lambda d: f"{d:.1e}" if d else ''), 'σ': t['noise_multiplier'].map(lambda s: f"{s:.2f}" if s else ''),
-                        'steps': t['steps'],
+                        'steps': t['steps'], 'started from': t['started_from'] if 'started_from' in t else '',
                         'TSTR AUC': [f"{a:.3f} ± {s:.3f}" if pd.notna(s) else (f"{a:.3f}" if pd.notna(a) else '') for a, s in zip(t['tstr_auc'], t['tstr_sd'])],
                         'real-trained AUC': t['real_auc'].map(lambda a: f"{a:.3f}" if pd.notna(a) else ''),
                         'FID-64 / floor': [f"{a:.3f} / {b:.3f}" if pd.notna(a) else '' for a, b in zip(t['fid64'], t['fid64_floor'])],

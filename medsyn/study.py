@@ -14,7 +14,7 @@ from pathlib import Path
 from .core import MedsynError, load_settings, repo_root, save_json, load_json, run_record, split_overrides, dp_cell_name
 
 # %% auto #0
-__all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'plan',
+__all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'dp_public', 'plan',
            'study_notebooks_dir', 'run_notebook', 'run_cell', 'run_study', 'write_bundle', 'StageContext', 'context',
            'stage_real', 'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce',
            'stage_privacy', 'ensure', 'study_cli']
@@ -28,13 +28,15 @@ class Cell:
     """One cell of the study grid: a data set and a loss (or the real-data baseline when `loss` is None); `scarce`: it runs the
     scarce-data stage; `backbone`: an extra denoiser (None: the preset's `model`), compared on the full-data stages only;
     `dp_epsilon`: private generators (DP-SGD at that epsilon, nbs/12_dp.ipynb): the full-data one and, where the data set runs
-    the scarce-data experiment, each draw's subset generator; through the same stages."""
+    the scarce-data experiment, each draw's subset generator; through the same stages. `init_from`: the non-private generator
+    a private cell starts from (`dp_public`: public pretraining), None: from scratch."""
     dataset: str
     loss: str | None
     run_dir: Path
     scarce: bool = False
     backbone: str | None = None
     dp_epsilon: float | None = None
+    init_from: Path | None = None
     @property
     def variant(self): return self.backbone or (dp_cell_name(self.dp_epsilon) if self.dp_epsilon is not None else None)
     @property
@@ -58,10 +60,26 @@ def extra_backbones(s) -> list:
     main = parse_model(s.model)
     return [b for b in s.backbones if b != 'none' and parse_model(b) != main]
 
+def dp_public(s, datasets) -> dict:
+    """{private data set: public data set} from the `dp_public` pairs ('none': {}). The public one must be another data set of the
+    grid (its non-private cell trains first and is the start)."""
+    pairs = [p for p in s.dp_public if p != 'none']
+    out = {}
+    for p in pairs:
+        a, _, b = p.partition(':')
+        if not (a and b) or a == b or ':' in b:
+            raise MedsynError(f"dp_public: '{p}' is not a <private>:<public> pair of two data sets (e.g. pneumoniamnist:breastmnist)")
+        if b not in datasets:
+            raise MedsynError(f"dp_public: {a}'s private cells start from {b}'s non-private generator, but {b} is not in this grid's "
+                              f"data sets ({', '.join(datasets)}): add it, or pass --dp-public none")
+        out[a] = b
+    return out
+
 def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settings=None) -> list:
     """The grid's cells: for each data set its real-data baseline, then one cell per loss (the preset's `model`), then one
     cell per extra backbone x `backbone_losses` on `backbone_datasets`, in `<dataset>/<backbone>/<loss>`, then one private cell
-    per finite `dp_epsilons` x `dp_losses` on `dp_datasets`, in `<dataset>/dp-eps<e>/<loss>`."""
+    per finite `dp_epsilons` x `dp_losses` on `dp_datasets`, in `<dataset>/dp-eps<e>/<loss>` (starting from the `dp_public`
+    data set's `<loss>` generator where it names one)."""
     s = settings or load_settings(preset)
     datasets = s.datasets if datasets is None else load_settings(preset, datasets=datasets).datasets
     losses = s.losses if losses is None else load_settings(preset, losses=losses).losses
@@ -73,7 +91,9 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     cells += [Cell(d, l, root/d/b/l, backbone=b) for d in bd for b in extra_backbones(s) for l in s.backbone_losses]
     dd = [d for d in datasets if 'all' in s.dp_datasets or d in s.dp_datasets]
     eps = [float(e) for e in s.dp_epsilons if math.isfinite(e)]
-    return cells + [Cell(d, l, root/d/dp_cell_name(e)/l, runs_scarce(s, d, l), dp_epsilon=e) for d in dd for e in eps for l in s.dp_losses]
+    pub = dp_public(s, datasets) if dd and eps else {}
+    return cells + [Cell(d, l, root/d/dp_cell_name(e)/l, runs_scarce(s, d, l), dp_epsilon=e,
+                         init_from=root/pub[d]/l/'model' if d in pub else None) for d in dd for e in eps for l in s.dp_losses]
 
 # %% ../nbs/06_study.ipynb #1d8d9e98
 def study_notebooks_dir() -> Path:
@@ -94,7 +114,8 @@ def run_notebook(name:str, out:Path, parameters:dict, log=None) -> Path:
 def _params(cell:Cell, preset:str, overrides:dict) -> dict:
     p = dict(dataset=cell.dataset, preset=preset, run_dir=str(cell.run_dir.resolve()),
              overrides=dict(overrides, **({'model': cell.backbone} if cell.backbone else {}),
-                            **({'dp_epsilon': cell.dp_epsilon} if cell.dp_epsilon is not None else {})))
+                            **({'dp_epsilon': cell.dp_epsilon} if cell.dp_epsilon is not None else {}),
+                            **({'init_from': str(cell.init_from.resolve())} if cell.init_from else {})))
     if cell.loss is not None:
         p.update(loss=cell.loss, real_dir=str(cell.real_dir.resolve()))
     return p
@@ -199,17 +220,20 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
         with prog.lock: prog.pending.remove(c.name)
         prog.done(r, kind(c), [kind(x) for x in cells if x.name in prog.pending]); return r
     def one(c): return finish(c, run_cell(c, preset, overrides, force, prog.stage, deadline))
+    # baselines, then generators, then the private cells that start from one of those generators (dp_public)
+    phases = ([c for c in cells if c.loss is None], [c for c in cells if c.loss is not None and c.init_from is None],
+              [c for c in cells if c.init_from is not None])
     try:
         if executor != 'inprocess':         # each cell a submitit job (nbs/11_cluster.ipynb)
             from medsyn.cluster import run_cells_submitit
             def sub(cs):
                 prog.say(f"submitting {len(cs)} cell(s) to the {executor} executor: {', '.join(c.name for c in cs)}")
                 return run_cells_submitit(cs, preset, overrides, force, deadline, executor, jobs, s, Path(runs_dir)/preset/'.submitit', finish)
-            base, rest = sub([c for c in cells if c.loss is None]), sub([c for c in cells if c.loss is not None])
+            base, rest = sub(phases[0]), sub(phases[1])
+            rest += sub(phases[2]) if phases[2] else []
         else:
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-                base = list(ex.map(one, [c for c in cells if c.loss is None]))
-                rest = list(ex.map(one, [c for c in cells if c.loss is not None]))
+                base, rest = list(ex.map(one, phases[0])), list(ex.map(one, phases[1])) + list(ex.map(one, phases[2]))
     finally:
         if deadline:
             if old_env is None: os.environ.pop('MEDSYN_DEADLINE', None)
