@@ -1,6 +1,6 @@
 # medsyn developer commands. Activate the virtual environment first (see README).
 SHELL := /bin/bash
-.PHONY: test nbtest pytest export clean readme check docs trust lab faults lock
+.PHONY: test nbtest pytest export clean readme check docs trust lab faults lock lock-venv
 
 # the one test command: notebooks' inline tests, then the pytest suite
 test: nbtest pytest
@@ -72,3 +72,12 @@ lock:
 	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | LC_ALL=C sort -f; } > requirements-lock.txt.tmp
 	mv requirements-lock.txt.tmp requirements-lock.txt
 	rm -rf $(LOCK_VENV)
+
+# the same lock frozen from the environment that ran the committed results (VENV, default .venv) instead of a fresh one:
+# where a dependency was added since, this pins what the runs used rather than what the registry serves today
+VENV ?= .venv
+lock-venv:
+	{ echo "# The study's environment, frozen by \`make lock-venv\` on $$(date -u +%Y-%m-%d) from $(VENV) ($$($(VENV)/bin/python --version), $$(uname -m)), the environment that ran the committed results."; \
+	  echo "# Install exactly these: pip install -e \".[dev]\" -c requirements-lock.txt  (do not edit by hand; run make lock or make lock-venv)"; \
+	  $(VENV)/bin/pip freeze --exclude-editable | LC_ALL=C sort -f; } > requirements-lock.txt.tmp
+	mv requirements-lock.txt.tmp requirements-lock.txt
