@@ -605,12 +605,13 @@ def write_tables(T:dict, tables_dir) -> list:
         out += write_table(fi.round(3), tables_dir, 'fidelity', 'Class fidelity (a real-trained classifier labels synthetic images) and LIME top-k IoU.')
     cmp = comparison(T)
     if not cmp.empty: out += write_table(cmp, tables_dir, 'comparison', 'Our results beside the published numbers.')
-    if not T['dp'].empty and T['dp']['epsilon'].map(np.isfinite).any():
+    DP = T.get('dp', pd.DataFrame())           # private generators (collect_dp), absent from a table set without them
+    if not DP.empty and DP['epsilon'].map(np.isfinite).any():
         from medsyn.privacy import dp_markdown
-        out += write_table(dp_markdown(T['dp']), tables_dir, 'privacy_utility', 'Private generators (DP-SGD, Opacus) beside the non-private '
+        out += write_table(dp_markdown(DP), tables_dir, 'privacy_utility', 'Private generators (DP-SGD, Opacus) beside the non-private '
                            'one: ε from the RDP accountant that calibrated the noise and from the PRV accountant, TSTR AUC (mean ± sd over '
                            'classifier seeds), FID with its real-vs-real floor, and the membership attacks (AUC, 95 % bootstrap interval). '
-                           '"inside DP bound": no attack proves (Clopper-Pearson, 95 %) an ε above the one the generator claims.', csv=T['dp'])
+                           '"inside DP bound": no attack proves (Clopper-Pearson, 95 %) an ε above the one the generator claims.', csv=DP)
     return out
 
 # %% ../nbs/08_report.ipynb #39631449

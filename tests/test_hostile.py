@@ -173,7 +173,7 @@ def _broken_ini(tmp_path, what):
 
 
 STUDY_CASES = {
-    "unknown preset": (["--preset", "nope"], None, "unknown preset 'nope'. Presets in settings.ini: smoke, quick, cpu, paper"),
+    "unknown preset": (["--preset", "nope"], None, "unknown preset 'nope'. Presets in settings.ini: smoke, quick, cpu, dp, paper"),
     "unknown setting value": (["--preset", "smoke", "--loss", "l3"], None, "Allowed: l2, l1, huber, pseudo_huber"),
     "wrong value type": (["--preset", "smoke", "--train-steps", "many"], None, "'train_steps' must be of type int"),
     "unknown data set": (["--preset", "smoke", "--datasets", "mnist"], None, "'mnist' is not allowed. Allowed: pathmnist"),
