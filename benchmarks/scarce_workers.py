@@ -10,14 +10,19 @@ table gives the work done per second by all processes together, and its ratio to
 """
 from __future__ import annotations
 import argparse, json, os, statistics, subprocess, sys, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from time_to_quality import machine   # noqa: E402
 
 
 def one(workload:str, steps:int) -> float:
     "Median seconds per training step of `workload` in this process (its threads set by the caller)."
-    import torch
+    import torch                                     # in the child only, after the parent set its OMP_NUM_THREADS
     from medsyn.classify import build_classifier
+    from medsyn.core import bf16_fast
     from medsyn.denoisers import make_unet
-    bf16 = 'amx_bf16' in open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else False
+    bf16 = bf16_fast('cpu')                          # the precision the scarce-data stage's `auto` picks
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 1, 28, 28, generator=g)
     if workload == 'cnn':
@@ -71,10 +76,7 @@ def main(argv=None):
     print(f"| workload (batches of 32) | layout | images/s, all processes | vs 1 process, {n} threads |")
     print('|---|---|---:|---:|')
     for r in rows: print(f"| {r['workload']} | {r['layout']} | {r['images_per_s']:.0f} | {r['vs_all_threads']:.2f}x |")
-    import torch
-    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), 'CPU') \
-        if os.path.exists('/proc/cpuinfo') else 'CPU'
-    print(f"\n{cpu}, {os.cpu_count()} cores, torch {torch.__version__}; median step over {a.cnn_steps} (CNN) and "
+    print(f"\n{machine()}; median step over {a.cnn_steps} (CNN) and "
           f"{a.unet_steps} (unet-small) steps per process. `benchmarks/scarce_workers.py`.")
     if a.json:
         with open(a.json, 'w') as f: json.dump(rows, f, indent=1)

@@ -352,8 +352,9 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     last = checkpoints(out)[-1] if resume else None
     started = None                                    # init_from: another generator's weights to start from (public pretraining)
     if resume: unet = load_denoiser(last/'unet')
-    elif s.init_from: unet, started = pretrained_start(s.init_from, dataset, ds.n_channels, n_classes, s, private=dp)
-    else: unet = make_denoiser(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
+    else:
+        unet = make_denoiser(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
+        if s.init_from: started = pretrained_start(s.init_from, unet, dataset, private=dp)
     cls, net_config = type(unet), dict(unet.config)   # before accelerate wraps it (DDP has no .config)
     ema_unet = cls.from_config(unet.config)           # a shell to save the EMA weights with save_pretrained
     ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config,
@@ -517,27 +518,27 @@ def plot_loss(runs, window:int=10, tail:int=50):
 # %% ../nbs/02_diffusion.ipynb #f2fe6251
 def _plain(v): return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v   # a config read back from JSON has lists
 
-def pretrained_start(src, dataset:str, n_channels:int, n_classes:int, s, private:bool=False) -> tuple:
-    """(denoiser, record): the EMA denoiser of the generator at `src` (run folder or checkpoint) to start training on `dataset`
-    from, and what it saw. It must be the denoiser `s.model` builds for `n_channels` x `n_classes`; a `private` run refuses a
+def pretrained_start(src, net, dataset:str, private:bool=False) -> dict:
+    """Load into `net`, the denoiser a run built for `dataset`, the EMA weights of the generator at `src` (run folder or
+    checkpoint); return what that generator saw. It must be the same denoiser (class and config); a `private` run refuses a
     start that saw `dataset`."""
     try: ck = resolve_checkpoint(src)
     except MedsynError as e: raise MedsynError(f"init_from: {e}") from None
     meta = load_json(ck/MARKER)
-    net = load_denoiser(ck/'unet_ema')
-    want = dict(make_denoiser(n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps).config)
-    diff = [f"{k}: {_plain(net.config.get(k))} there, {_plain(v)} here" for k, v in want.items()
-            if not k.startswith('_') and _plain(net.config.get(k)) != _plain(v)]
-    if diff: raise MedsynError(f"init_from {ck}: its denoiser is not the one model = {s.model} builds for {dataset} ({n_channels} "
-                               f"channel(s), {n_classes} classes): {'; '.join(diff)}. Start from a generator of the same denoiser, "
-                               "channels and classes.")
+    start = load_denoiser(ck/'unet_ema')
+    diff = [f"denoiser: {type(start).__name__} there, {type(net).__name__} here"] if type(start) is not type(net) else []
+    diff += [f"{k}: {_plain(start.config.get(k))} there, {_plain(v)} here" for k, v in net.config.items()
+             if not k.startswith('_') and _plain(start.config.get(k)) != _plain(v)]
+    if diff: raise MedsynError(f"init_from {ck}: its denoiser is not the one this run builds for {dataset}: {'; '.join(diff)}. "
+                               "Start from a generator of the same denoiser, channels and classes.")
     if private and meta.get('flag') == dataset:
         raise MedsynError(f"init_from {ck} was trained on {dataset}: a private run must not start from weights that saw its own "
                           "data set (DP-SGD accounts only for its own steps). Start from a generator of public images of another data set.")
+    net.load_state_dict(start.state_dict())
     cfg = ck.parent.parent/'config.json'
     seen = load_json(cfg).get('real_images', {}) if cfg.exists() else {}
-    return net, dict(path=str(ck.resolve()), dataset=meta.get('flag'), step=meta.get('step'), private=bool(meta.get('dp')),
-                     real_images={k: seen.get(k) for k in ('split', 'fraction', 'n', 'digest')})
+    return dict(path=str(ck.resolve()), dataset=meta.get('flag'), step=meta.get('step'), private=bool(meta.get('dp')),
+                real_images={k: seen.get(k) for k in ('split', 'fraction', 'n', 'digest')})
 
 # %% ../nbs/02_diffusion.ipynb #275fec61
 SAMPLERS = ('ddim', 'ddpm', 'dpmsolver', 'unipc')

@@ -229,16 +229,14 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
             def sub(cs):
                 prog.say(f"submitting {len(cs)} cell(s) to the {executor} executor: {', '.join(c.name for c in cs)}")
                 return run_cells_submitit(cs, preset, overrides, force, deadline, executor, jobs, s, Path(runs_dir)/preset/'.submitit', finish)
-            base, rest = sub(phases[0]), sub(phases[1])
-            rest += sub(phases[2]) if phases[2] else []
+            results = [r for ph in phases if ph for r in sub(ph)]     # each phase's jobs finish before the next is submitted
         else:
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-                base, rest = list(ex.map(one, phases[0])), list(ex.map(one, phases[1])) + list(ex.map(one, phases[2]))
+                results = [r for ph in phases for r in ex.map(one, ph)]
     finally:
         if deadline:
             if old_env is None: os.environ.pop('MEDSYN_DEADLINE', None)
             else: os.environ['MEDSYN_DEADLINE'] = old_env
-    results = base + rest
     failed = [r for r in results if r['status'] == 'failed']
     unfinished = [r for r in results if r['status'] == 'unfinished']
     summary = dict(preset=preset, results=results, failed=failed, unfinished=unfinished, seconds=time.time()-prog.t0, jobs=jobs)
