@@ -102,7 +102,8 @@ def search(a):
     from medsyn import diffusion as D
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist, image_grid, save_figure, class_rows, MedMNISTSplit
-    from medsyn.metrics import image_features, draw_indices
+    from medsyn.metrics import image_features
+    from medsyn.data import draw_indices
     recipes = [parse_recipe(r) for r in a.recipes]
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     s32, s16 = load_settings(a.preset), load_settings(a.preset, fid_precision='bf16')

@@ -55,7 +55,7 @@ def run_reference(a) -> dict:
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from medsyn.core import get_device, seed_everything
     from medsyn.data import load_medmnist
-    from medsyn.diffusion import make_unet
+    from medsyn.denoisers import make_unet
     seed_everything(0)
     dev = get_device(a.device)
     acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision='no', gradient_accumulation_steps=1)

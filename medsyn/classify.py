@@ -6,20 +6,25 @@ Docs: https://medsyn.github.io/medsyn/classify.html.md"""
 
 # %% ../nbs/04_classify.ipynb #1bdf6c94
 from __future__ import annotations
-import argparse, copy, json, math, os, shutil, sys, tempfile, time
+import argparse, json, math, os, shutil, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
-from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, seed_everything, get_device,
-                         run_record, atomic_path, save_json, load_json, fault_point)
-from .data import (MedMNISTSplit, load_medmnist, load_npz, medmnist_info, to_tensor, stratified_indices,
-                         subsample, check_conditioning)
+import torch
+import torchvision.models as tvm
+import torch.nn as nn
+import torchmetrics.functional as M
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, seed_everything, get_device, run_record,
+                         atomic_path, save_json, load_json, fault_point, autocast, compiled, fast_optimizer_kwargs, pop_option)
+from .data import (MedMNISTSplit, load_medmnist, medmnist_info, to_tensor, subsample, check_conditioning, concat, draw_indices,
+                         load_synthetic)
 
 # %% auto #0
 __all__ = ['DEFAULT_INPUT_SIZE', 'MIN_INPUT_SIZE', 'check_arch', 'weights_file', 'imagenet_state', 'Classifier', 'small_cnn',
            'build_classifier', 'task_kind', 'classification_metrics', 'predict', 'clf_schedule', 'train_classifier',
-           'load_synthetic', 'concat', 'stratified_take', 'mix_in', 'check_regime', 'load_classifier', 'classify',
-           'write_synthetic', 'class_fidelity', 'pop_option', 'classify_cli']
+           'mix_in', 'check_regime', 'load_classifier', 'classify', 'class_fidelity', 'classify_cli']
 
 # %% ../nbs/04_classify.ipynb #5bfdb20b
 DEFAULT_INPUT_SIZE = {'resnet18_28': None, 'resnet18': 224, 'resnet50': 224, 'densenet121': 224, 'vgg19_bn': 224, 'cnn': None}
@@ -34,7 +39,6 @@ def check_arch(arch:str) -> str:
 
 def weights_file(arch:str) -> Path:
     "Where torch hub keeps the ImageNet weights file of `arch` (`resnet18_28` uses ResNet-18's)."
-    import torch, torchvision.models as tvm
     if check_arch(arch) not in _WEIGHTS: raise MedsynError(f"{arch} has no ImageNet weights. Architectures with them: {', '.join(_WEIGHTS)}")
     w = getattr(tvm, _WEIGHTS[check_arch(arch)]).IMAGENET1K_V1
     return Path(torch.hub.get_dir())/'checkpoints'/os.path.basename(w.url)
@@ -45,7 +49,6 @@ def imagenet_state(arch:str, pretrained:str='false', verbose:bool=True):
     if pretrained not in ('false', 'true', 'required'):
         raise MedsynError(f"pretrained must be false, true or required, got {pretrained!r}")
     if pretrained == 'false': return None
-    import torch
     if arch not in _WEIGHTS:
         if pretrained == 'required': raise MedsynError(f"{arch} has no ImageNet weights: use pretrained=false, or one of {', '.join(_WEIGHTS)}")
         if verbose: print(f"medsyn: {arch} has no ImageNet weights. Training it from scratch.", file=sys.stderr)
@@ -63,7 +66,6 @@ def imagenet_state(arch:str, pretrained:str='false', verbose:bool=True):
 # %% ../nbs/04_classify.ipynb #9ac96feb
 def _first_conv(conv, in_channels:int, pretrained:bool):
     "`conv` for `in_channels` inputs: with ImageNet weights the RGB kernel summed over colour, else a fresh layer."
-    import torch, torch.nn as nn
     if in_channels == conv.in_channels: return conv
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
     if pretrained:
@@ -84,7 +86,6 @@ class Classifier(_nn.Module):
         super().__init__()
         self.net, self.arch, self.input_size = net, arch, input_size
     def forward(self, x):
-        import torch.nn.functional as F
         if self.input_size is not None and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode='bilinear', align_corners=False)
         return self.net(x)
@@ -92,7 +93,6 @@ class Classifier(_nn.Module):
 # %% ../nbs/04_classify.ipynb #c94d0315
 def small_cnn(in_channels:int, n_classes:int, width:int=32, dropout:float=0.3):
     "The `cnn` architecture: a small VGG-style CNN for 28 px images (any size works: it ends in global pooling)."
-    import torch.nn as nn
     def block(i, o): return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
     w = width
     return nn.Sequential(*block(in_channels, w), *block(w, w), nn.MaxPool2d(2),
@@ -104,7 +104,6 @@ def small_cnn(in_channels:int, n_classes:int, width:int=32, dropout:float=0.3):
 def build_classifier(arch:str, in_channels:int, n_classes:int, pretrained:str='false', input_size:int|None=None,
                      verbose:bool=True) -> Classifier:
     "A classifier `arch` for `in_channels`-channel images and `n_classes` classes (ImageNet weights per `pretrained`)."
-    import torch.nn as nn, torchvision.models as tvm
     check_arch(arch)
     if in_channels not in (1, 3): raise MedsynError(f"in_channels must be 1 or 3, got {in_channels}")
     if n_classes < 2: raise MedsynError(f"a classifier needs at least 2 classes, got {n_classes}")
@@ -141,7 +140,6 @@ def task_kind(task:str) -> str:
 
 def classification_metrics(y_true, scores, task:str, n_classes:int) -> dict:
     "ACC, AUC, macro-F1, per-class recall and the confusion matrix of class probabilities `scores` (N, C)."
-    import torch, torchmetrics.functional as M
     y = torch.as_tensor(np.asarray(y_true).reshape(-1), dtype=torch.long)
     s = torch.as_tensor(np.asarray(scores), dtype=torch.float32)
     if s.ndim != 2 or s.shape != (len(y), n_classes):
@@ -163,7 +161,6 @@ def classification_metrics(y_true, scores, task:str, n_classes:int) -> dict:
 
 # %% ../nbs/04_classify.ipynb #ee9beace
 def _batches(n:int, bs:int, gen):
-    import torch
     idx = torch.randperm(n, generator=gen)
     chunks = list(idx.split(bs))
     if len(chunks) > 1 and len(chunks[-1]) == 1: chunks[-2:] = [torch.cat(chunks[-2:])]
@@ -176,7 +173,6 @@ def _as_images(ds):
 
 def predict(model, ds, batch_size:int=256, device=None) -> np.ndarray:
     "Class probabilities (N, C) of `model` on a `MedMNISTSplit`, uint8 images, or a float tensor in [-1, 1]."
-    import torch
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x = ds if isinstance(ds, torch.Tensor) else to_tensor(_as_images(ds))
     model.eval(); out = []
@@ -197,8 +193,6 @@ def clf_schedule(n_batches:int, epochs:int, min_steps:int=0) -> tuple:
 def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, settings=None, seed:int=0, device=None,
                      progress:bool=True, input_size:int|None=None, augment=None):
     "Train `arch` on `train_ds` with the MedMNIST v2 recipe (`augment`: a batch transform, e.g. `classical_augmentation`); keep the epoch with the best real-validation AUC. Returns (model, history)."
-    import torch, torch.nn.functional as F
-    from tqdm.auto import tqdm
     s = settings or load_settings()
     task = task_kind(train_ds.info['task'])
     device = get_device(s.device) if device is None else torch.device(device)
@@ -208,9 +202,8 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
     seed_everything(seed)
     model = build_classifier(arch, train_ds.n_channels, train_ds.n_classes, s.pretrained, input_size)
     model = model.to(device, memory_format=torch.channels_last)
-    from medsyn.diffusion import compiled, _autocast, fast_optimizer_kwargs
     opt = torch.optim.Adam(model.parameters(), lr=s.clf_lr, **fast_optimizer_kwargs(device))
-    fwd, amp = compiled(model, s.compile), _autocast(device, s.mixed_precision)
+    fwd, amp = compiled(model, s.compile), autocast(device, s.mixed_precision)
     # the whole (small) training set lives on the device: a batch is an index, not a DataLoader's copy
     x, y = to_tensor(train_ds.images).to(device), torch.as_tensor(train_ds.labels, dtype=torch.long).to(device)
     xv = to_tensor(val_ds.images).to(device)
@@ -247,36 +240,6 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
                        n_epochs=E, steps=E * n_batches, validate_every=every, augment=repr(augment) if augment is not None else None)
 
 # %% ../nbs/04_classify.ipynb #18728362
-def load_synthetic(path, flag:str, size:int=28, need_all_classes:bool=False) -> MedMNISTSplit:
-    "Open a synthetic npz and check it matches the real data set `flag` at `size` px (flag, shape, channels, labels)."
-    syn = load_npz(path, flag=flag)     # a set without a side-car is taken as `flag`; a side-car naming another set is refused
-    info = medmnist_info(flag)
-    want = (size, size) if info['n_channels'] == 1 else (size, size, info['n_channels'])
-    if syn.images.dtype != np.uint8 or syn.images.shape[1:] != want:
-        raise MedsynError(f"{path}: images are {syn.images.dtype} {tuple(syn.images.shape[1:])}, but {flag} at {size} px "
-                          f"needs uint8 {want} ({info['n_channels']} channel(s))")
-    if syn.labels.ndim != 1 or len(syn.labels) != len(syn.images):
-        raise MedsynError(f"{path}: needs one label per image (train_labels of shape (N, 1)), got {syn.labels.shape}")
-    if len(syn) == 0: raise MedsynError(f"{path} holds no images")
-    bad = sorted(set(syn.labels.tolist()) - set(range(info['n_classes'])))
-    if bad: raise MedsynError(f"{path}: labels {bad} are not classes of {flag} (0..{info['n_classes'] - 1}: {', '.join(info['label_names'])})")
-    missing = [c for c, k in enumerate(syn.class_counts()) if k == 0]
-    if need_all_classes and missing:
-        raise MedsynError(f"{path} has no images of class(es) {missing} of {flag}: a classifier trained on it cannot learn them")
-    return syn
-
-def concat(a:MedMNISTSplit, b:MedMNISTSplit, split:str='train') -> MedMNISTSplit:
-    "Real and synthetic images in one training set."
-    return MedMNISTSplit(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]), a.flag, split, a.size, a.info)
-
-def stratified_take(labels, k:int, n_classes:int, seed:int=0) -> np.ndarray:
-    "Sorted indices of exactly `k` images, drawn per class in proportion to the class counts (largest remainders), seeded."
-    labels = np.asarray(labels); rng = np.random.default_rng(seed)
-    counts = np.bincount(labels, minlength=n_classes)
-    q = k * counts / counts.sum(); take = np.floor(q).astype(int)
-    for c in np.argsort(-(q - take), kind='stable')[:k - take.sum()]: take[c] += 1
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in enumerate(take) if t]))
-
 def mix_in(real:MedMNISTSplit, syn:MedMNISTSplit, ratio:float, seed:int=0, n_synthetic:int|None=None) -> tuple:
     "(real + synthetic, number of synthetic images): `ratio` synthetic per real image (or `n_synthetic`), class-stratified."
     if ratio < 0: raise MedsynError(f"mix_ratio must be >= 0, got {ratio}")
@@ -285,7 +248,7 @@ def mix_in(real:MedMNISTSplit, syn:MedMNISTSplit, ratio:float, seed:int=0, n_syn
     if k > len(syn): print(f"medsyn: asked for {k} synthetic images, the set has {len(syn)}: using all of them", file=sys.stderr)
     k = min(k, len(syn))
     if k == 0: return real, 0
-    part = syn if k == len(syn) else syn.subset(stratified_take(syn.labels, k, syn.n_classes, seed + 1000))
+    part = syn if k == len(syn) else syn.subset(draw_indices(syn.labels, k, seed + 1000))
     return concat(real, part), len(part)
 
 # %% ../nbs/04_classify.ipynb #4884fddd
@@ -307,14 +270,12 @@ def _plan(regime, real, syn, s, seed, n_synthetic):
 
 # %% ../nbs/04_classify.ipynb #42658763
 def _save_model(model, meta:dict, d:Path):
-    import torch
     d.mkdir(parents=True, exist_ok=True)
     with atomic_path(d/'model.pt') as t: torch.save(model.state_dict(), t)
     save_json(meta, d/'classifier.json')
 
 def load_classifier(model_dir, device='cpu'):
     "A classifier saved by `classify` (a `seed-<s>` folder): (model in eval mode, its metadata)."
-    import torch
     d = Path(model_dir)
     if not (d/'classifier.json').exists() or not (d/'model.pt').exists():
         seeds = sorted(p.name for p in d.glob('**/seed-*') if (p/'model.pt').exists()) if d.is_dir() else []
@@ -347,7 +308,6 @@ def _publish(stage:Path, out:Path):
 def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, seeds=None,
              settings=None, progress:bool=True, input_size:int|None=None, n_synthetic:int|None=None, device=None) -> dict:
     "Train classifiers of `regime` on `dataset` (one per seed and cell), test them on the real test split, write `out/`."
-    from tqdm.auto import tqdm
     s = settings or load_settings()
     check_regime(regime)
     arch = check_arch(arch or s.archs[0])
@@ -400,19 +360,8 @@ def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, s
         shutil.rmtree(stage, ignore_errors=True); raise
     return res
 
-# %% ../nbs/04_classify.ipynb #44b389e3
-def write_synthetic(path, images:np.ndarray, labels, flag:str, **meta) -> Path:
-    "Write images and labels as a MedMNIST-format synthetic npz with its JSON side-car (atomically)."
-    images, labels = np.asarray(images), np.asarray(labels).reshape(-1, 1).astype(np.uint8)
-    if images.dtype != np.uint8: raise MedsynError(f"synthetic images must be uint8, got {images.dtype}")
-    path = Path(path)
-    with atomic_path(path) as t: np.savez_compressed(t, train_images=images, train_labels=labels)
-    save_json(dict(flag=flag, n=len(images), **meta), path.with_suffix('.json'))
-    return path
-
 # %% ../nbs/04_classify.ipynb #2c92fec9
 def _per_class_auc(y, scores, n_classes):
-    import torch, torchmetrics.functional as M
     y = torch.as_tensor(np.asarray(y), dtype=torch.long); sc = torch.as_tensor(scores, dtype=torch.float32)
     out = []
     for c in range(n_classes):
@@ -421,7 +370,6 @@ def _per_class_auc(y, scores, n_classes):
     return out
 
 def _per_class_f1(y, scores, task, n_classes):
-    import torch, torchmetrics.functional as M
     sc = torch.as_tensor(scores, dtype=torch.float32)
     pred = (sc[:, -1] > 0.5).long() if task_kind(task) == 'binary' else sc.argmax(1)
     return [float(v) for v in M.classification.multiclass_f1_score(pred, torch.as_tensor(np.asarray(y), dtype=torch.long),
@@ -450,19 +398,6 @@ def class_fidelity(model_dir, synthetic, settings=None, device=None) -> dict:
                 real_test=dict(acc=r['acc'], auc=r['auc'], f1_macro=r['f1_macro'], f1_per_class=_per_class_f1(test.labels, st, task, C),
                                auc_per_class=_per_class_auc(test.labels, st, C)),
                 run_record=run_record(s, model_meta={k: meta[k] for k in ('arch', 'regime', 'seed', 'cell') if k in meta}))
-
-# %% ../nbs/04_classify.ipynb #32639ed6
-def pop_option(argv:list, name:str) -> tuple:
-    "(argv without `name VALUE` / `name=VALUE`, VALUE or None): takes an option out before `split_overrides` sees it."
-    rest, val, i = [], None, 0
-    while i < len(argv):
-        a = argv[i]
-        if a == name:
-            if i + 1 >= len(argv): raise MedsynError(f"{name} needs a value")
-            val = argv[i + 1]; i += 2; continue
-        if a.startswith(name + '='): val = a.split('=', 1)[1]; i += 1; continue
-        rest.append(a); i += 1
-    return rest, val
 
 # %% ../nbs/04_classify.ipynb #4b5b822c
 def classify_cli(argv:list|None=None):

@@ -7,6 +7,7 @@ Docs: https://medsyn.github.io/medsyn/cli.html.md"""
 # %% ../nbs/07_cli.ipynb #f72cdd75
 from __future__ import annotations
 import importlib, sys
+from . import __version__
 from .core import MedsynError
 
 # %% auto #0
@@ -35,7 +36,7 @@ def main(argv:list|None=None) -> int:
     if not argv or argv[0] in ('-h', '--help', 'help'):
         print(_usage()); return 0
     if argv[0] in ('-V', '--version'):
-        from medsyn import __version__; print(f"medsyn {__version__}"); return 0
+        print(f"medsyn {__version__}"); return 0
     cmd = argv[0]
     if cmd not in COMMANDS:
         print(f"medsyn: unknown command '{cmd}'. Commands: {', '.join(COMMANDS)}", file=sys.stderr); return 2

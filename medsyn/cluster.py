@@ -6,14 +6,17 @@ Docs: https://medsyn.github.io/medsyn/cluster.html.md"""
 
 # %% ../nbs/11_cluster.ipynb #17611478
 from __future__ import annotations
-import json, os, platform, sys, tempfile, time, uuid
+import json, os, platform, sys, tempfile, threading, time, uuid
 from pathlib import Path
 
+import submitit
+import torch
+from . import __version__
 from .core import MedsynError, save_json, load_json
 
 # %% auto #0
 __all__ = ['RUNS_FORMAT', 'RUNS_MARKER', 'pid_alive', 'lock_info', 'LockHeld', 'RunLock', 'check_runs_format', 'sweep_partial',
-           'executor_parameters', 'cell_job', 'run_cells_submitit']
+           'executor_parameters', 'run_cells_submitit']
 
 # %% ../nbs/11_cluster.ipynb #ce256b56
 def _proc_start(pid:int):
@@ -114,7 +117,6 @@ class RunLock:
 
     def _start_beat(self):
         "Touch the lock every `beat` seconds while it is ours (a daemon thread), so other hosts see its holder alive."
-        import threading
         self._stop, token = threading.Event(), self.info['token']
         def beat():
             while not self._stop.wait(self.beat):
@@ -138,7 +140,6 @@ RUNS_MARKER = 'medsyn-runs.json'
 
 def check_runs_format(runs_dir, write:bool=True) -> dict:
     "Refuse a runs folder written in another layout; mark a new (or unmarked) one as this layout. Returns its record."
-    from medsyn import __version__
     p = Path(runs_dir)/RUNS_MARKER
     if p.exists():
         try: rec = load_json(p)
@@ -176,19 +177,12 @@ def executor_parameters(settings, executor:str) -> dict:
     if executor == 'slurm':
         if settings.slurm_partition: p['slurm_partition'] = settings.slurm_partition
     elif executor == 'local':
-        import torch
         p['gpus_per_node'] = min(p['gpus_per_node'], torch.cuda.device_count())
     return p
 
-def cell_job(cell, preset:str, overrides:dict, force:bool, deadline:float|None) -> dict:
-    "What one submitit job runs: the cell's stages, as the in-process runner runs them."
-    from medsyn.study import run_cell
-    return run_cell(cell, preset, overrides, force, None, deadline)
-
-def run_cells_submitit(cells:list, preset:str, overrides:dict, force:bool, deadline, executor:str, jobs:int,
-                       settings, folder, on_done=None, poll:float=1.0) -> list:
-    "Run `cells` as submitit jobs (`executor`: local or slurm), at most `jobs` at once on a local machine; their results in order."
-    import submitit
+def run_cells_submitit(cells:list, job, executor:str, jobs:int, settings, folder, on_done=None, poll:float=1.0) -> list:
+    """Run `job(cell)` for each of `cells` as a submitit job (`executor`: local or slurm), at most `jobs` at once on a local machine;
+    their results in order. `job` is picklable (a module-level function or a `functools.partial` of one) and returns a status dict."""
     if executor not in ('local', 'slurm'): raise MedsynError(f"unknown executor '{executor}'. Executors: inprocess, local, slurm")
     ex = submitit.AutoExecutor(folder=str(folder), cluster=executor)
     ex.update_parameters(**executor_parameters(settings, executor))
@@ -197,7 +191,7 @@ def run_cells_submitit(cells:list, preset:str, overrides:dict, force:bool, deadl
     while todo or running:
         while todo and len(running) < limit:
             i, c = todo.pop(0)
-            running[i] = ex.submit(cell_job, c, preset, overrides, force, deadline)
+            running[i] = ex.submit(job, c)
         for i, job in list(running.items()):
             if not job.done(): continue
             del running[i]

@@ -6,19 +6,22 @@ Docs: https://medsyn.github.io/medsyn/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #420eb6d3
 from __future__ import annotations
-import configparser, contextlib, json, os, platform, random, sys, tempfile, time
+import configparser, contextlib, errno, fnmatch, json, os, platform, random, signal, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from importlib.metadata import version, PackageNotFoundError
 
 # %% auto #0
 __all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'DP_PREFIX', 'SCHEMA',
            'MedsynError', 'TimeLimitReached', 'deadline_from_env', 'Key', 'loss_run_dirs', 'dp_run_dirs',
            'dp_cell_name', 'backbone_run_dirs', 'parse_value', 'repo_root', 'settings_path', 'Settings', 'presets',
-           'load_settings', 'split_overrides', 'seed_everything', 'get_device', 'bf16_fast', 'resolve_precision',
-           'versions', 'run_record', 'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
+           'load_settings', 'split_overrides', 'pop_option', 'seed_everything', 'get_device', 'bf16_fast',
+           'resolve_precision', 'versions', 'run_record', 'compiled', 'autocast', 'fast_optimizer_kwargs',
+           'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #31f8881b
 class MedsynError(Exception):
@@ -298,21 +301,32 @@ def split_overrides(argv:list) -> tuple:
         else: rest.append(a); i += 1
     return rest, over
 
+# %% ../nbs/00_core.ipynb #28bd2468
+def pop_option(argv:list, name:str) -> tuple:
+    "(argv without `name VALUE` / `name=VALUE`, VALUE or None): takes an option out before `split_overrides` sees it."
+    rest, val, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == name:
+            if i + 1 >= len(argv): raise MedsynError(f"{name} needs a value")
+            val = argv[i + 1]; i += 2; continue
+        if a.startswith(name + '='): val = a.split('=', 1)[1]; i += 1; continue
+        rest.append(a); i += 1
+    return rest, val
+
+
 # %% ../nbs/00_core.ipynb #6f77a7db
 def seed_everything(seed:int):
     "Seed Python, NumPy and torch (all devices)."
-    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 def get_device(device:str='auto'):
     "A torch device from a setting: `auto` picks CUDA when present."
-    import torch
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     return torch.device(device)
 
 def bf16_fast(device, cpuinfo='/proc/cpuinfo') -> bool:
     "Whether bf16 autocast pays on `device`: a CUDA GPU with bf16, or a CPU whose flags (Linux's `cpuinfo`) have AVX-512 bf16 or AMX."
-    import torch                           # core imports torch only where used, as get_device does: loading settings stays fast
     dev = torch.device(device)
     if dev.type == 'cuda': return torch.cuda.is_bf16_supported()
     if dev.type != 'cpu': return False
@@ -329,13 +343,11 @@ _PKGS = ('torch', 'torchvision', 'diffusers', 'accelerate', 'torchmetrics', 'tor
 
 def versions() -> dict:
     "Versions of Python and of the libraries a result depends on."
-    from importlib.metadata import version, PackageNotFoundError
     out = {'python': platform.python_version(), 'platform': platform.platform()}
     for p in _PKGS:
         try: out[p] = version(p)
         except PackageNotFoundError: out[p] = None
     try:
-        import torch
         out['cuda'] = torch.version.cuda if torch.cuda.is_available() else None
         out['gpu'] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except Exception: pass
@@ -347,6 +359,28 @@ def run_record(settings:dict|None=None, **extra) -> dict:
     if settings is not None: rec['settings'] = settings.to_dict() if hasattr(settings, 'to_dict') else dict(settings)
     return {**rec, **extra}
 
+# %% ../nbs/00_core.ipynb #c86a1643
+def compiled(model, mode:str='no'):
+    "`model` compiled with `torch.compile` in `mode` (`compile` setting: no, default, reduce-overhead, max-autotune); `model` itself for no."
+    modes = ('no', 'default', 'reduce-overhead', 'max-autotune')
+    if mode not in modes: raise MedsynError(f"compile must be one of {', '.join(modes)}, got {mode!r}")
+    return model if mode == 'no' else torch.compile(model, mode=None if mode == 'default' else mode)
+
+def autocast(dev, mixed_precision:str='no'):
+    "Autocast for `mixed_precision`: bf16 on a GPU or a CPU, fp16 on a GPU; nothing for no; auto as `resolve_precision` says."
+    dev = torch.device(dev)
+    mixed_precision = resolve_precision(mixed_precision, dev)
+    if mixed_precision == 'no': return contextlib.nullcontext()
+    if mixed_precision not in ('bf16', 'fp16'): raise MedsynError(f"mixed_precision must be no, auto, bf16 or fp16, got {mixed_precision!r}")
+    if dev.type == 'cpu' and mixed_precision == 'fp16':
+        raise MedsynError("mixed_precision fp16 needs a GPU; on a CPU use bf16 (fast where the CPU has AVX-512 bf16 or AMX) or no")
+    return torch.autocast(dev.type, dtype=torch.bfloat16 if mixed_precision == 'bf16' else torch.float16)
+
+def fast_optimizer_kwargs(dev) -> dict:
+    "Adam(W) options for the device: fused (one kernel for all parameters) on a GPU; torch's default on a CPU (bit-identical to earlier runs)."
+    return dict(fused=True) if torch.device(dev).type == 'cuda' else {}
+
+
 # %% ../nbs/00_core.ipynb #65ffc261
 _fault_hits = {}
 
@@ -354,7 +388,6 @@ def fault_point(name:str):
     "Kill this process (SIGKILL) or raise ENOSPC here when `MEDSYN_FAULT` names `name` (a test's fault injection); else nothing."
     spec = os.environ.get('MEDSYN_FAULT')
     if not spec: return
-    import errno, fnmatch, signal
     for item in filter(None, (x.strip() for x in spec.split(','))):
         pat, _, action = item.partition(':')
         pat, _, nth = pat.partition('@')

@@ -11,21 +11,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from .core import MedsynError, DATASETS_2D, repo_root, atomic_path, load_json
+import medmnist
+import torch
+import matplotlib.pyplot as plt
+from medmnist import INFO
+from medmnist.info import DEFAULT_ROOT
+from torchvision.transforms import v2
+from .core import MedsynError, DATASETS_2D, repo_root, atomic_path, load_json, save_json
 
 # %% auto #0
 __all__ = ['SIZES', 'SPLITS', 'AUGMENT_POLICIES', 'MODALITY', 'medmnist_info', 'npz_name', 'medmnist_root', 'search_dirs',
            'file_digest', 'md5sum', 'verify_md5', 'MedMNISTSplit', 'find_medmnist', 'load_medmnist',
            'check_conditioning', 'to_tensor', 'to_uint8', 'stratified_indices', 'subset_indices', 'subsample',
            'indices_digest', 'Augment', 'classical_augmentation', 'sidecar_path', 'load_npz', 'check_arrays',
-           'image_grid', 'save_figure', 'class_rows', 'real_grid', 'describe', 'data_cli']
+           'write_synthetic', 'load_synthetic', 'draw_indices', 'label_counts', 'concat', 'image_grid', 'save_figure',
+           'class_rows', 'real_grid', 'describe', 'data_cli']
 
 # %% ../nbs/01_data.ipynb #10571ab3
 SIZES = (28, 64, 128, 224)
 SPLITS = ('train', 'val', 'test')
 
 def _info_table():
-    from medmnist import INFO
     return INFO
 
 def medmnist_info(flag:str) -> dict:
@@ -49,7 +55,6 @@ def npz_name(flag:str, size:int=28) -> str:
 
 def medmnist_root() -> Path:
     "The `medmnist` package's download folder."
-    from medmnist.info import DEFAULT_ROOT
     return Path(os.environ.get('MEDMNIST_ROOT', DEFAULT_ROOT))
 
 def search_dirs(data_dir=None) -> list:
@@ -109,7 +114,6 @@ class MedMNISTSplit:
 
 # %% ../nbs/01_data.ipynb #d67dbac4
 def _download(flag, size, root):
-    import medmnist
     root.mkdir(parents=True, exist_ok=True)
     cls = getattr(medmnist, _info_table()[flag]['python_class'])
     cls(split='train', download=True, root=str(root), size=size)
@@ -153,7 +157,6 @@ def check_conditioning(info:dict):
 # %% ../nbs/01_data.ipynb #748b9545
 def to_tensor(images:np.ndarray):
     "MedMNIST `uint8` images (N,H,W) or (N,H,W,C) as a float32 torch tensor (N,C,H,W) in [-1, 1]."
-    import torch
     x = torch.from_numpy(np.ascontiguousarray(images))
     if x.dtype != torch.uint8: raise MedsynError(f"expected uint8 images, got {x.dtype}")
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
@@ -217,14 +220,12 @@ class Augment:
     "A per-image `torchvision.transforms.v2` pipeline applied to a batch (N, C, H, W) in [-1, 1], on the batch's device."
     def __init__(self, transform, name:str=''): self.transform, self.name = transform, name
     def __call__(self, x):
-        import torch
         x01 = (x + 1) / 2
         return torch.stack([self.transform(im) for im in x01]).clamp_(0, 1).mul_(2).sub_(1)
     def __repr__(self): return f"Augment({self.name}: {self.transform})"
 
 def classical_augmentation(flag:str, n_channels:int|None=None) -> Augment:
     "The classical augmentation of `flag`'s modality (`AUGMENT_POLICIES`), as an `Augment`."
-    from torchvision.transforms import v2
     info = medmnist_info(flag)
     if flag not in MODALITY: raise MedsynError(f"no augmentation policy for '{flag}'. Data sets with one: {', '.join(MODALITY)}")
     p, c = AUGMENT_POLICIES[MODALITY[flag]], n_channels or info['n_channels']
@@ -292,10 +293,68 @@ def check_arrays(path, images, labels, info:dict, meta:dict|None=None) -> np.nda
         raise MedsynError(f"{path}: its side-car names the classes {names}, but {flag}'s classes are {info['label_names']}")
     return labels
 
+# %% ../nbs/01_data.ipynb #8a1608af
+def write_synthetic(path, images:np.ndarray, labels, flag:str, **meta) -> Path:
+    "Write images and labels as a MedMNIST-format synthetic npz with its JSON side-car (atomically)."
+    images, labels = np.asarray(images), np.asarray(labels).reshape(-1, 1).astype(np.uint8)
+    if images.dtype != np.uint8: raise MedsynError(f"synthetic images must be uint8, got {images.dtype}")
+    path = Path(path)
+    with atomic_path(path) as t: np.savez_compressed(t, train_images=images, train_labels=labels)
+    save_json(dict(flag=flag, n=len(images), **meta), path.with_suffix('.json'))
+    return path
+
+def load_synthetic(path, flag:str, size:int=28, need_all_classes:bool=False) -> MedMNISTSplit:
+    "Open a synthetic npz and check it matches the real data set `flag` at `size` px (flag, shape, channels, labels)."
+    syn = load_npz(path, flag=flag)     # a set without a side-car is taken as `flag`; a side-car naming another set is refused
+    info = medmnist_info(flag)
+    want = (size, size) if info['n_channels'] == 1 else (size, size, info['n_channels'])
+    if syn.images.dtype != np.uint8 or syn.images.shape[1:] != want:
+        raise MedsynError(f"{path}: images are {syn.images.dtype} {tuple(syn.images.shape[1:])}, but {flag} at {size} px "
+                          f"needs uint8 {want} ({info['n_channels']} channel(s))")
+    if syn.labels.ndim != 1 or len(syn.labels) != len(syn.images):
+        raise MedsynError(f"{path}: needs one label per image (train_labels of shape (N, 1)), got {syn.labels.shape}")
+    if len(syn) == 0: raise MedsynError(f"{path} holds no images")
+    bad = sorted(set(syn.labels.tolist()) - set(range(info['n_classes'])))
+    if bad: raise MedsynError(f"{path}: labels {bad} are not classes of {flag} (0..{info['n_classes'] - 1}: {', '.join(info['label_names'])})")
+    missing = [c for c, k in enumerate(syn.class_counts()) if k == 0]
+    if need_all_classes and missing:
+        raise MedsynError(f"{path} has no images of class(es) {missing} of {flag}: a classifier trained on it cannot learn them")
+    return syn
+
+
+# %% ../nbs/01_data.ipynb #c0c3e951
+def draw_indices(labels, n:int, seed:int=0, counts:dict|None=None) -> np.ndarray:
+    "Sorted seeded draw of `n` indices: per-class `counts` where possible (default: the classes' proportions), topped up at random."
+    labels = np.asarray(labels); N = len(labels)
+    if n > N: raise MedsynError(f"cannot draw {n} of {N} images")
+    rng = np.random.default_rng(seed)
+    if labels.ndim != 1: return np.sort(rng.permutation(N)[:n])
+    if counts is None:
+        cls, cnt = np.unique(labels, return_counts=True)
+        share = cnt / cnt.sum() * n; base = np.floor(share).astype(int)
+        base[np.argsort(-(share - base), kind='stable')[:n - base.sum()]] += 1
+        counts = dict(zip(cls.tolist(), base.tolist()))
+    chosen = [rng.choice(np.flatnonzero(labels == c), min(k, int((labels == c).sum())), replace=False)
+              for c, k in counts.items() if k > 0]
+    chosen = np.concatenate(chosen) if chosen else np.array([], dtype=int)
+    if len(chosen) > n: chosen = rng.choice(chosen, n, replace=False)
+    if len(chosen) < n: chosen = np.concatenate([chosen, rng.choice(np.setdiff1d(np.arange(N), chosen), n - len(chosen), replace=False)])
+    return np.sort(chosen.astype(int))
+
+def label_counts(labels) -> dict:
+    labels = np.asarray(labels)
+    if labels.ndim != 1: return None
+    cls, cnt = np.unique(labels, return_counts=True)
+    return dict(zip(cls.tolist(), cnt.tolist()))
+
+def concat(a:MedMNISTSplit, b:MedMNISTSplit, split:str='train') -> MedMNISTSplit:
+    "Real and synthetic images in one training set."
+    return MedMNISTSplit(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]), a.flag, split, a.size, a.info)
+
+
 # %% ../nbs/01_data.ipynb #ad0bb0b8
 def image_grid(rows:list, row_labels:list, title:str|None=None, col_titles:list|None=None, scale:float=0.7):
     "A matplotlib figure with one row of `uint8` images per entry of `rows`, labelled by `row_labels`."
-    import matplotlib; import matplotlib.pyplot as plt
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(scale*n_cols + 1.2, scale*n_rows + (0.5 if title else 0.1)), squeeze=False)
     for r, (imgs, lab) in enumerate(zip(rows, row_labels)):
@@ -313,7 +372,6 @@ def image_grid(rows:list, row_labels:list, title:str|None=None, col_titles:list|
 
 def save_figure(fig, path, dpi:int=150) -> Path:
     "Save `fig` atomically as PNG (and PDF when `path` ends in .pdf) and close it."
-    import matplotlib.pyplot as plt
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, bbox_inches='tight', format=Path(path).suffix[1:])
     plt.close(fig)
     return Path(path)

@@ -12,7 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import matplotlib.pyplot as plt
+from diffusers import UNet2DModel, DiTTransformer2DModel
+from matplotlib.patches import Rectangle
+from diffusers.models.embeddings import LabelEmbedding
 from .core import MedsynError, BACKBONES, MODEL_SIZES, MODELS
+from .data import load_medmnist
 
 # %% auto #0
 __all__ = ['SIZES', 'UNET_PRESETS', 'SWIN_PRESETS', 'SWIN_LAYOUT', 'DIT_PRESETS', 'DENOISER_CLASSES', 'parse_model',
@@ -63,7 +68,6 @@ def unet_config(n_channels:int, n_classes:int, image_size:int=28, model:str='sma
 
 def make_unet(n_channels:int, n_classes:int, image_size:int=28, model:str='small', num_train_timesteps:int=1000):
     "A class-conditional `diffusers.UNet2DModel` (with a null class for guidance) of size preset `model`."
-    from diffusers import UNet2DModel
     return UNet2DModel(**unet_config(n_channels, n_classes, image_size, model, num_train_timesteps))
 
 def n_params(model) -> int:
@@ -168,8 +172,6 @@ class DiT(ModelMixin, ConfigMixin):
     def __init__(self, sample_size:int=28, in_channels:int=1, out_channels:int=1, num_class_embeds:int=3, patch_size:int=2,
                  num_layers:int=6, num_attention_heads:int=3, attention_head_dim:int=32):
         super().__init__()
-        from diffusers import DiTTransformer2DModel
-        from diffusers.models.embeddings import LabelEmbedding
         self.net = DiTTransformer2DModel(num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim, in_channels=in_channels,
                                          out_channels=out_channels, num_layers=num_layers, sample_size=sample_size, patch_size=patch_size,
                                          num_embeds_ada_norm=num_class_embeds - 1)   # its guidance row (index n_classes) is the null class
@@ -207,7 +209,7 @@ def denoiser_class(name:str):
     if name not in DENOISER_CLASSES:
         raise MedsynError(f"unknown denoiser class '{name}'. medsyn loads {', '.join(DENOISER_CLASSES)}")
     if name == 'UNet2DModel':
-        from diffusers import UNet2DModel; return UNet2DModel
+        return UNet2DModel
     return {'SwinUNet': SwinUNet, 'DiT': DiT}[name]
 
 def make_denoiser(n_channels:int, n_classes:int, image_size:int=28, model:str='unet-small', num_train_timesteps:int=1000):
@@ -230,10 +232,7 @@ def n_class_embeds(net) -> int:
 # %% ../nbs/01a_denoisers.ipynb #c8ccf495
 def fig_layouts(image=None):
     "Figure: the three backbones' grids over one 28 px image (UNet maps, Swin windows and shifted windows, DiT patches)."
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
     if image is None:
-        from medsyn.data import load_medmnist
         image = load_medmnist('pneumoniamnist', 'test').images[0]
     img = image if image.ndim == 2 else image[..., 0]
     panels = [('UNet: conv maps 28, 14, 7\n(attention on 7x7)', [(28, 1, 'C0'), (14, 2, 'C1'), (7, 4, 'C2')], []),

@@ -6,35 +6,40 @@ Docs: https://medsyn.github.io/medsyn/diffusion.html.md"""
 
 # %% ../nbs/02_diffusion.ipynb #582537b3
 from __future__ import annotations
-import argparse, contextlib, csv, json, math, os, random, shutil, signal, tempfile, threading, time
+import argparse, contextlib, csv, io, json, math, os, random, shutil, signal, sys, tempfile, threading, time, warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device,
-                         run_record, save_json, load_json, atomic_path, TimeLimitReached, deadline_from_env, fault_point,
-                         resolve_precision)
-from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, to_uint8,
-                         image_grid, save_figure, class_rows, sidecar_path, subset_indices, indices_digest)
-from .denoisers import (make_denoiser, load_denoiser, denoiser_class, n_class_embeds, n_params, parse_model,
-                              make_unet, unet_config, UNET_PRESETS)
+import pandas as pd
+import matplotlib.pyplot as plt
+import diffusers
+from diffusers import DDPMScheduler
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+from diffusers.optimization import get_cosine_schedule_with_warmup, get_constant_schedule_with_warmup
+from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device, run_record, save_json,
+                         load_json, atomic_path, TimeLimitReached, deadline_from_env, fault_point, resolve_precision, autocast,
+                         compiled, fast_optimizer_kwargs)
+from .data import (load_medmnist, medmnist_info, check_conditioning, to_tensor, to_uint8, image_grid, save_figure, class_rows,
+                         sidecar_path, subset_indices, indices_digest, write_synthetic)
+from .denoisers import make_denoiser, load_denoiser, n_class_embeds, n_params, parse_model
 from .dp import dp_enabled, check_dp, make_private, poisson_indices, average_multiplicity, epsilon_spent
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches',
            'checkpoints', 'resolve_checkpoint', 'clear_unfinished', 'loss_columns', 'read_loss_csv',
-           'load_training_state', 'compiled', 'fast_optimizer_kwargs', 'train_step', 'dp_step', 'dp_spent', 'train',
-           'lr_schedule', 'plot_loss', 'pretrained_start', 'load_model', 'make_sampler', 'generate', 'sample',
-           'train_cli', 'sample_cli']
+           'load_training_state', 'train_step', 'dp_step', 'dp_spent', 'train', 'lr_schedule', 'plot_loss',
+           'pretrained_start', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #bf586e06
 SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}
 
 def make_scheduler(schedule:str='cosine', prediction:str='v_prediction', num_train_timesteps:int=1000):
     "The training `DDPMScheduler` for a `schedule` (linear/cosine) and `prediction` target (epsilon/v_prediction)."
-    from diffusers import DDPMScheduler
     if schedule not in SCHEDULES: raise MedsynError(f"unknown schedule '{schedule}'. Schedules: {', '.join(SCHEDULES)}")
     if prediction not in ('epsilon', 'v_prediction'):
         raise MedsynError(f"unknown prediction '{prediction}'. Predictions: epsilon, v_prediction")
@@ -141,7 +146,6 @@ def _write_checkpoint(ckdir:Path, unet, ema_unet, scheduler, meta:dict, state:di
 # %% ../nbs/02_diffusion.ipynb #352eb351
 def clear_unfinished(run) -> bool:
     "If run folder `run` has no complete checkpoint, remove what a killed run left (config, loss log, half-written checkpoints); True if anything was removed."
-    import sys
     run = Path(run)
     if not run.is_dir() or checkpoints(run): return False
     left = [run/'config.json', run/'loss.csv', *(run/'checkpoints').glob('.step-*')] if (run/'checkpoints').is_dir() else [run/'config.json', run/'loss.csv']
@@ -165,7 +169,6 @@ def _loss_row(fields, n) -> bool:
 def read_loss_csv(run) -> 'pd.DataFrame':
     """The loss log of run folder `run` as a DataFrame. A last row cut short (the run was killed while writing it) is left out
     with a warning; any other damage is refused: a damaged log is never plotted or averaged."""
-    import io, pandas as pd, sys
     p = Path(run)/'loss.csv'
     if not p.exists(): raise MedsynError(f"{p} not found: `run` must be a training run folder (config.json, loss.csv, checkpoints/)")
     text = p.read_text()
@@ -224,26 +227,6 @@ def _resume_settings(out:Path, dataset:str, loss, preset, overrides:dict):
         raise MedsynError(f"cannot change {', '.join(sorted(changed))} when resuming {out} (the run was trained with "
                           f"{', '.join(f'{k}={saved[k]}' for k in sorted(changed))}). Only {', '.join(RESUMABLE)} may change.")
     return saved.replace(**{k: v for k, v in asked.items() if k in RESUMABLE})
-
-def compiled(model, mode:str='no'):
-    "`model` compiled with `torch.compile` in `mode` (`compile` setting: no, default, reduce-overhead, max-autotune); `model` itself for no."
-    modes = ('no', 'default', 'reduce-overhead', 'max-autotune')
-    if mode not in modes: raise MedsynError(f"compile must be one of {', '.join(modes)}, got {mode!r}")
-    return model if mode == 'no' else torch.compile(model, mode=None if mode == 'default' else mode)
-
-def _autocast(dev, mixed_precision:str='no'):
-    "Autocast for `mixed_precision`: bf16 on a GPU or a CPU, fp16 on a GPU; nothing for no; auto as `resolve_precision` says."
-    dev = torch.device(dev)
-    mixed_precision = resolve_precision(mixed_precision, dev)
-    if mixed_precision == 'no': return contextlib.nullcontext()
-    if mixed_precision not in ('bf16', 'fp16'): raise MedsynError(f"mixed_precision must be no, auto, bf16 or fp16, got {mixed_precision!r}")
-    if dev.type == 'cpu' and mixed_precision == 'fp16':
-        raise MedsynError("mixed_precision fp16 needs a GPU; on a CPU use bf16 (fast where the CPU has AVX-512 bf16 or AMX) or no")
-    return torch.autocast(dev.type, dtype=torch.bfloat16 if mixed_precision == 'bf16' else torch.float16)
-
-def fast_optimizer_kwargs(dev) -> dict:
-    "Adam(W) options for the device: fused (one kernel for all parameters) on a GPU; torch's default on a CPU (bit-identical to earlier runs)."
-    return dict(fused=True) if torch.device(dev).type == 'cuda' else {}
 
 def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None, amp=None):
     "One optimiser step (`grad_accum` micro-batches): (mean loss, per-image losses, their timesteps), all on the device: no host sync. `fwd`: the (compiled) forward of `unet`; `amp`: an autocast context for it."
@@ -304,9 +287,6 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     """Train a class-conditional diffusion model on MedMNIST `dataset`; return the run folder `out`.
     `callback(step, loss)` is called after every step (`loss`: a 0-d tensor on the device; reading it syncs).
     `deadline` (seconds since the epoch; default `MEDSYN_DEADLINE`): stop cleanly before it, save, raise `TimeLimitReached`."""
-    from accelerate import Accelerator
-    from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
     if out is None: raise MedsynError("train needs an output folder (out=... / --out DIR)")
     out = Path(out)
     info = medmnist_info(dataset); check_conditioning(info)
@@ -332,7 +312,7 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     # process and cannot change precision between two runs of one notebook or study
     dp = dp_enabled(s)                                # DP-SGD (nbs/12_dp.ipynb): per-sample gradients in fp32
     mp = 'no' if dp else resolve_precision(s.mixed_precision, dev)                 # auto: bf16 where the device runs it fast
-    amp = _autocast(dev, mp) if dev.type == 'cpu' else None                       # refuses fp16 on a CPU
+    amp = autocast(dev, mp) if dev.type == 'cpu' else None                       # refuses fp16 on a CPU
     acc = Accelerator(cpu=dev.type == 'cpu', gradient_accumulation_steps=s.grad_accum,
                       mixed_precision=mp if dev.type == 'cuda' else 'no')
     dev, main = acc.device, acc.is_main_process
@@ -490,7 +470,6 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
 # %% ../nbs/02_diffusion.ipynb #343a47b3
 def lr_schedule(opt, kind:str, warmup:int, total:int):
     "A `LambdaLR`: linear warm-up over `warmup` steps, then `kind`: cosine decay to 0 at `total`, constant, or inverse_sqrt."
-    from diffusers.optimization import get_cosine_schedule_with_warmup, get_constant_schedule_with_warmup
     if kind == 'cosine': return get_cosine_schedule_with_warmup(opt, warmup, total)
     if kind == 'constant': return get_constant_schedule_with_warmup(opt, warmup)
     if kind == 'inverse_sqrt':
@@ -502,7 +481,6 @@ def lr_schedule(opt, kind:str, warmup:int, total:int):
 # %% ../nbs/02_diffusion.ipynb #3f3af14e
 def plot_loss(runs, window:int=10, tail:int=50):
     "Figure: loss vs step and mean loss per timestep bucket for `runs` (a run folder or {name: run folder})."
-    import matplotlib.pyplot as plt
     runs = runs if isinstance(runs, dict) else {Path(runs).name: runs}
     fig, ax = plt.subplots(1, 2, figsize=(9, 3))
     for name, r in runs.items():
@@ -546,7 +524,6 @@ _SAMPLER_CLASSES = dict(ddim='DDIMScheduler', ddpm='DDPMScheduler', dpmsolver='D
 
 def load_model(checkpoint, ema:bool=True, device=None):
     "The denoiser (EMA weights by default; UNet, Swin U-Net or DiT), training scheduler and metadata of a medsyn checkpoint: (net, scheduler, meta)."
-    from diffusers import DDPMScheduler
     ck = resolve_checkpoint(checkpoint)
     meta = load_json(ck/MARKER)
     sub = 'unet_ema' if ema else 'unet'
@@ -568,14 +545,12 @@ def load_model(checkpoint, ema:bool=True, device=None):
 
 def _set_timesteps(sch, steps:int):
     "`sch.set_timesteps(steps)`, without the NumPy 2 DeprecationWarning diffusers' multistep solvers raise there (np.array of a tensor)."
-    import warnings
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message=r"__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning)
         sch.set_timesteps(steps)
 
 def make_sampler(scheduler, sampler:str='ddim', steps:int=50):
     "A sampling scheduler (DDIM, DDPM, DPM-Solver++ 2M or UniPC) with `steps` steps from a training `DDPMScheduler`."
-    import diffusers
     if sampler not in SAMPLERS: raise MedsynError(f"unknown sampler '{sampler}'. Samplers: {', '.join(SAMPLERS)}")
     T = scheduler.config.num_train_timesteps
     if not (isinstance(steps, int) and 1 <= steps <= T): raise MedsynError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps}")
@@ -592,7 +567,6 @@ def generate(unet, scheduler, labels, sampler:str='ddim', steps:int=50, eta:floa
              seed:int=0, batch_size:int=250, null_class:int|None=None, progress:bool=True, desc='sample',
              compile:str='no', mixed_precision:str='no') -> np.ndarray:
     "Generate one image per entry of `labels` (class indices) as MedMNIST `uint8` images."
-    from tqdm.auto import tqdm
     if sampler != 'ddim' and eta != 0: raise MedsynError("eta applies to the ddim sampler only")
     if guidance != 1 and null_class is None: raise MedsynError("guidance needs the model's null class")
     dev = next(unet.parameters()).device
@@ -600,7 +574,7 @@ def generate(unet, scheduler, labels, sampler:str='ddim', steps:int=50, eta:floa
     sch = make_sampler(scheduler, sampler, steps)
     c, s = unet.config.in_channels, unet.config.sample_size
     g = torch.Generator(device=dev).manual_seed(seed)
-    net, amp = compiled(unet, compile), _autocast(dev, mixed_precision)
+    net, amp = compiled(unet, compile), autocast(dev, mixed_precision)
     kw = dict(eta=eta, generator=g) if sampler == 'ddim' else dict(generator=g) if sampler in ('ddpm', 'dpmsolver') else {}
     outs = []
     bar = tqdm(total=len(labels) * len(sch.timesteps), desc=desc, unit='img-step', disable=not progress)
@@ -650,14 +624,12 @@ def sample(checkpoint, per_class:int, out, sampler:str='ddim', steps:int=50, eta
     imgs = generate(unet, sch, labels, sampler, int(steps), eta, guidance, seed, batch_size, meta['null_class'], progress,
                     desc=f"sample {meta['flag']} ({sampler}-{steps})", compile=s.compile, mixed_precision=s.mixed_precision)
     secs = time.perf_counter() - t0
-    with atomic_path(out) as tmp:
-        with open(tmp, 'wb') as f: np.savez_compressed(f, train_images=imgs, train_labels=labels.astype(np.uint8).reshape(-1, 1))
-    rec = run_record(s, seed=seed, flag=meta['flag'], checkpoint=str(ck), step=meta['step'], loss=meta['loss'], ema=ema,
+    rec = run_record(s, seed=seed, checkpoint=str(ck), step=meta['step'], loss=meta['loss'], ema=ema,
                      sampler=sampler, steps=int(steps), eta=eta, guidance=guidance, per_class=int(per_class),
                      n_images=len(imgs), label_names=meta['label_names'], batch_size=batch_size,
                      device=str(next(unet.parameters()).device), seconds=secs, images_per_s=len(imgs) / max(secs, 1e-9),
                      precision=resolve_precision(s.mixed_precision, next(unet.parameters()).device))
-    save_json(rec, sidecar_path(out))
+    write_synthetic(out, imgs, labels, meta['flag'], **rec)
     if grid is not None:
         real = load_medmnist(meta['flag'], 'train', meta['image_size'], s.data_dir or None)
         k = min(per_class, 8)

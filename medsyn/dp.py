@@ -12,6 +12,10 @@ import numpy as np
 import torch
 from scipy import stats
 
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus import PrivacyEngine
+from opacus.validators import ModuleValidator
 from .core import MedsynError
 
 # Opacus' notices that this notebook explains once, kept out of every run's output: the seeded (not secure) noise generator,
@@ -59,7 +63,6 @@ DP_ACCOUNTANTS = ('rdp', 'prv')
 
 def epsilon_spent(noise_multiplier:float, sample_rate:float, steps:int, delta:float, accountant:str='rdp') -> float:
     "The ε Opacus' `accountant` (rdp or prv) gives after `steps` steps of DP-SGD with `noise_multiplier` and `sample_rate`, at `delta`."
-    from opacus.accountants import create_accountant
     if accountant not in DP_ACCOUNTANTS: raise MedsynError(f"accountant must be one of {', '.join(DP_ACCOUNTANTS)}, got {accountant!r}")
     if steps == 0: return 0.0
     acc = create_accountant(mechanism=accountant)
@@ -68,7 +71,6 @@ def epsilon_spent(noise_multiplier:float, sample_rate:float, steps:int, delta:fl
 
 def calibrate(n:int, s) -> dict:
     "The DP-SGD parameters of a private run of settings `s` on `n` images: σ for (`dp_epsilon`, δ) after `train_steps` steps (RDP)."
-    from opacus.accountants.utils import get_noise_multiplier
     check_dp(s, n)
     delta, q = dp_delta(s, n), 1 / math.ceil(n / s.batch_size)
     with warnings.catch_warnings():       # the bisection's probes at large σ hit RDP's largest order; the σ it returns does not
@@ -86,8 +88,6 @@ def poisson_indices(n:int, sample_rate:float, generator, device=None) -> torch.T
 
 def make_private(net, opt, n:int, s, generator) -> tuple:
     "(Opacus' GradSampleModule of `net`, its DPOptimizer of `opt`, the calibration record) for DP-SGD on `n` images under settings `s`."
-    from opacus import PrivacyEngine
-    from opacus.validators import ModuleValidator
     net.train()                           # a denoiser restored from a checkpoint comes in eval mode
     errs = ModuleValidator.validate(net, strict=False)
     if errs: raise MedsynError(f"{type(net).__name__} cannot be trained with DP-SGD: " + "; ".join(map(str, errs)))

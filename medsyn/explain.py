@@ -6,13 +6,19 @@ Docs: https://medsyn.github.io/medsyn/explain.html.md"""
 
 # %% ../nbs/05_explain.ipynb #a3dabfcb
 from __future__ import annotations
-import argparse, sys
+import argparse, inspect, sys
 from pathlib import Path
 
 import numpy as np
-from .core import MedsynError, load_settings, split_overrides, get_device, run_record, save_json, atomic_path, fault_point
-from .data import load_medmnist, to_tensor, save_figure
-from .classify import load_classifier, predict, pop_option
+import lime.lime_image as li
+import matplotlib.pyplot as plt
+from lime.wrappers.scikit_image import SegmentationAlgorithm
+from skimage.segmentation import mark_boundaries
+from tqdm.auto import tqdm
+from .core import (MedsynError, load_settings, split_overrides, get_device, run_record, save_json, atomic_path, fault_point,
+                         pop_option)
+from .data import load_medmnist, save_figure
+from .classify import load_classifier, predict
 
 # %% auto #0
 __all__ = ['SLIC_COMPACTNESS', 'SLIC_SIGMA', 'segmenter', 'classifier_fn', 'explain_image', 'top_mask', 'iou', 'random_iou',
@@ -23,7 +29,6 @@ SLIC_COMPACTNESS, SLIC_SIGMA = 10.0, 0.5
 
 def segmenter(n_segments:int=25, compactness:float=SLIC_COMPACTNESS, sigma:float=SLIC_SIGMA):
     "LIME segmentation function: SLIC with about `n_segments` superpixels on the raw (e.g. 28 px) image."
-    from lime.wrappers.scikit_image import SegmentationAlgorithm
     return SegmentationAlgorithm('slic', n_segments=n_segments, compactness=compactness, sigma=sigma, start_label=0)
 
 def _rgb(img:np.ndarray) -> np.ndarray:
@@ -42,7 +47,6 @@ def classifier_fn(model, n_channels:int, batch_size:int=256, device=None):
 def explain_image(model, image:np.ndarray, label:int, n_channels:int, n_samples:int=1000, n_segments:int=25,
                   seed:int=0, batch_size:int=256):
     "LIME explanation of class `label` of one uint8 `image` under `model`: (segments, {superpixel: weight})."
-    import inspect, lime.lime_image as li
     kw = dict(labels=(int(label),), top_labels=None, hide_color=None, num_samples=n_samples, batch_size=batch_size,
               segmentation_fn=segmenter(n_segments), random_seed=seed)
     explainer = li.LimeImageExplainer(random_state=seed)
@@ -79,8 +83,6 @@ def _weights_array(w:dict, n:int) -> np.ndarray:
 
 def lime_panel(images, labels, label_names, rows, titles, k:int, flag:str='', title_note:str=' for the true class'):
     "Figure: per image, the image and each model's top-`k` LIME superpixels (`rows[i][m]` = (segments, weights, pred, prob))."
-    import matplotlib.pyplot as plt
-    from skimage.segmentation import mark_boundaries
     n, M = len(images), len(titles)
     fig, axes = plt.subplots(n, M + 1, figsize=(2.0 * (M + 1), 2.15 * n + 0.4), squeeze=False,
                              layout='constrained')
@@ -103,7 +105,6 @@ def lime_panel(images, labels, label_names, rows, titles, k:int, flag:str='', ti
 def explain(model_dir, dataset:str, out, compare_dir=None, n:int|None=None, settings=None, seed:int=0,
             target:str='label', progress:bool=True, names:tuple|None=None) -> dict:
     "LIME on `n` seeded real test images of `dataset` under one or two classifiers; figure, JSON and npz in `out/`."
-    from tqdm.auto import tqdm
     s = settings or load_settings()
     if target not in ('label', 'predicted'): raise MedsynError(f"target must be 'label' or 'predicted', got {target!r}")
     n = s.lime_images if n is None else int(n)

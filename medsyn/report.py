@@ -6,13 +6,21 @@ Docs: https://medsyn.github.io/medsyn/report.html.md"""
 
 # %% ../nbs/08_report.ipynb #dec737ad
 from __future__ import annotations
-import json, shutil, time
+import os, shutil, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import MedsynError, load_json, atomic_path
+import seaborn as sns
+import matplotlib.pyplot as plt
+import matplotlib
+from .core import MedsynError, load_json, atomic_path, DATASETS_2D, loss_run_dirs, backbone_run_dirs, save_json
+from .data import save_figure, load_medmnist, load_npz, image_grid, class_rows, medmnist_info
+from .denoisers import parse_model
+from .diffusion import read_loss_csv
+from .privacy import fig_privacy_utility, dp_markdown, collect_dp
+from .scarce import collect_scarce, scarce_table, draw_table, fig_scarce, scarce_markdown
 
 # %% auto #0
 __all__ = ['BACKBONE_PANELS', 'SCARCE_NOTE', 'PRIVACY_NOTE', 'BACKBONE_NOTE', 'ARCH_NAMES', 'PUBLISHED', 'FIGURES', 'to_markdown',
@@ -77,8 +85,6 @@ def collect(runs_root) -> dict:
     runs_root = Path(runs_root)
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
     T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'privacy', 'privacy_steps', 'files', 'missing')}
-    from medsyn.core import DATASETS_2D, loss_run_dirs
-    from medsyn.diffusion import read_loss_csv
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D):
         real = _read(ds/'real'/'classify_real'/'metrics.json')
         if real: T['downstream'] += cells_table(real, ds.name, None, 'real')
@@ -124,9 +130,7 @@ def collect(runs_root) -> dict:
             if lm: T['lime'].append(dict(dataset=d, loss=l, lime_iou=lm['mean_iou'], lime_random_iou=lm['baseline']['random_iou'], lime_images=lm['n']))
             T['files'].append(dict(dataset=d, loss=l, grid=run/'grid.png', closest=run/'metrics_closest.png', lime=sorted((run/'lime').glob('*.png')) if (run/'lime').exists() else [],
                                    synthetic=run/'synthetic.npz'))
-    from medsyn.scarce import collect_scarce
     sc = collect_scarce(runs_root)     # runs the leak checks on every subset generator and across draws
-    from medsyn.privacy import collect_dp       # the private cells and their non-private references (nbs/12_dp.ipynb)
     T['dp'], T['dp_audits'] = collect_dp(runs_root)
     out = dict(scarce_rows=sc['rows'], scarce_generators=sc['generators'], backbones=collect_backbones(runs_root))
     for k, v in T.items():
@@ -138,7 +142,6 @@ def collect(runs_root) -> dict:
 # %% ../nbs/08_report.ipynb #92644b3c
 def backbone_row(run, dataset:str, loss:str) -> dict|None:
     "One row of the backbone comparison from the files of a finished run folder (None when it has no metrics)."
-    from medsyn.denoisers import parse_model
     run = Path(run)
     m, cfg = _read(run/'metrics.json'), _read(run/'model'/'config.json')
     if not m or not cfg: return None
@@ -152,7 +155,6 @@ def backbone_row(run, dataset:str, loss:str) -> dict|None:
     f = _read(run/'fidelity.json')
     if f: r.update(fidelity_f1=f['f1_macro'], fidelity_auc=f['auc'])
     if (run/'model'/'loss.csv').exists():
-        from medsyn.diffusion import read_loss_csv
         ips = read_loss_csv(run/'model')['images_per_s'].iloc[1:]     # the first window includes start-up
         r.update(train_img_s=float(ips.median()) if len(ips) else np.nan, device=cfg.get('device'))
     side = _read(run/'synthetic.json')
@@ -161,7 +163,6 @@ def backbone_row(run, dataset:str, loss:str) -> dict|None:
 
 def collect_backbones(runs_root) -> pd.DataFrame:
     "One row per run for every (data set, loss) that more than one backbone was trained on (`backbone_row`)."
-    from medsyn.core import DATASETS_2D, loss_run_dirs, backbone_run_dirs
     rows = []
     for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D):
         rows += [r for p in loss_run_dirs(ds) + backbone_run_dirs(ds) if (r := backbone_row(p, ds.name, p.name))]
@@ -172,7 +173,6 @@ def collect_backbones(runs_root) -> pd.DataFrame:
 
 # %% ../nbs/08_report.ipynb #84276ab9
 def _style():
-    import seaborn as sns
     sns.set_theme(context='paper', style='whitegrid', palette='colorblind', font_scale=1.0)
 
 def _points_by_dataset(ax, D, ds, col, key, keys, pal, floor=None, width=0.18, ms=5, floor_ms=16, rotation=0):
@@ -188,7 +188,6 @@ def _points_by_dataset(ax, D, ds, col, key, keys, pal, floor=None, width=0.18, m
 
 def save_fig(fig, figures_dir, name:str) -> list:
     "Save `fig` as `name`.png and `name`.pdf in `figures_dir` (atomically) and close it."
-    from medsyn.data import save_figure
     pdf = _save_pdf(fig, Path(figures_dir)/f'{name}.pdf', bbox_inches='tight')
     return [save_figure(fig, Path(figures_dir)/f'{name}.png'), pdf]
 
@@ -199,7 +198,6 @@ def _save_pdf(fig, path:Path, **kw) -> Path:
 
 def copy_figure(src, figures_dir, name:str) -> list:
     "A PNG a stage drew (LIME panel, closest pairs) as `name`.png and `name`.pdf in `figures_dir`, atomically."
-    import matplotlib.pyplot as plt
     img = plt.imread(str(src)); h, w = img.shape[:2]
     fig = plt.figure(figsize=(w / 100, h / 100), dpi=100); fig.figimage(img, resize=False)
     pdf = _save_pdf(fig, Path(figures_dir)/f'{name}.pdf', dpi=100)
@@ -211,7 +209,6 @@ def copy_figure(src, figures_dir, name:str) -> list:
 # %% ../nbs/08_report.ipynb #5e4e56bc
 def fig_grids(T:dict, figures_dir, n:int=6) -> list:
     "Per data set: for each class a row of real images, then a row per loss of synthetic ones."
-    from medsyn.data import load_medmnist, load_npz, image_grid, class_rows
     out = []
     for d in sorted({f['dataset'] for f in T['files']}):
         runs = [f for f in T['files'] if f['dataset'] == d and f['synthetic'].exists()]
@@ -231,7 +228,6 @@ def _smooth(y, k:int=5): return pd.Series(y).rolling(k, min_periods=1, center=Tr
 
 def fig_loss_curves(T:dict, figures_dir) -> list:
     "Per data set: training loss against step for each loss function, and the loss per timestep bucket late in training."
-    import matplotlib.pyplot as plt
     _style(); out = []
     L = T['loss_log']
     if L.empty: return out
@@ -252,7 +248,6 @@ def fig_loss_curves(T:dict, figures_dir) -> list:
 
 def fig_fid(T:dict, figures_dir) -> list:
     "FID against Inception feature size, per data set and loss, with intervals and the real-vs-real floor."
-    import matplotlib.pyplot as plt
     _style()
     F = T['fid']
     if F.empty: return []
@@ -277,7 +272,6 @@ def fig_fid(T:dict, figures_dir) -> list:
 
 def fig_kid_prdc(T:dict, figures_dir) -> list:
     "KID and precision / recall / density / coverage per data set and loss as points, each beside its real-vs-real floor."
-    import matplotlib.pyplot as plt, seaborn as sns
     _style()
     K, P = T['kid'], T['prdc']
     if K.empty: return []
@@ -298,7 +292,6 @@ def fig_kid_prdc(T:dict, figures_dir) -> list:
 
 def fig_memorisation(T:dict, figures_dir) -> list:
     "Histograms of each synthetic image's nearest-training distance ratio (a row per data set, a column per space, a colour per loss), with the near-copy threshold; closest pairs copied."
-    import matplotlib.pyplot as plt, seaborn as sns
     _style(); out = []
     M = T['memo_images']
     if not M.empty:
@@ -329,7 +322,6 @@ def fig_memorisation(T:dict, figures_dir) -> list:
 
 def fig_downstream(T:dict, figures_dir) -> list:
     "Accuracy and AUC on the real test split: trained on real, synthetic (TSTR) and mixed data."
-    import matplotlib.pyplot as plt
     _style()
     D = T['downstream']
     if D.empty: return []
@@ -354,7 +346,6 @@ def fig_downstream(T:dict, figures_dir) -> list:
 
 def fig_low_data(T:dict, figures_dir) -> list:
     "The scarce-data experiment: paired ΔAUC against real images per class, per arm, intervals over draws; ΔAUC against generator KID (`medsyn.scarce.fig_scarce`)."
-    from medsyn.scarce import scarce_table, draw_table, fig_scarce
     _style()
     R = T.get('scarce_rows', pd.DataFrame())
     if R.empty: return []
@@ -375,13 +366,11 @@ def _trained_on(T:dict, d:str, r) -> int:
         g = T.get('scarce_generators', pd.DataFrame())
         g = g[(g['dataset'] == d) & (g['fraction'] == r['fraction']) & (g['draw'] == r.get('draw', g['draw']))] if not g.empty else g
         if not g.empty: return int(g['n_real'].iloc[0])
-    from medsyn.data import medmnist_info
     n = medmnist_info(d)['n_samples']['train']
     return int(n if r['fraction'] >= 1 else round(n * r['fraction']))
 
 def fig_privacy(T:dict, figures_dir) -> list:
     "Membership inference: ROC curves of the loss attack on log axes (top), every attack's AUC against the generator's training-set size (middle) and the loss attack over training steps (bottom)."
-    import matplotlib.pyplot as plt, seaborn as sns
     _style()
     P = T.get('privacy', pd.DataFrame())
     if P.empty: return []
@@ -429,7 +418,6 @@ def fig_privacy(T:dict, figures_dir) -> list:
 
 def fig_dp(T:dict, figures_dir) -> list:
     "The privacy-utility frontier (`medsyn.privacy.fig_privacy_utility`): TSTR, FID/floor and attack AUCs against ε, ROCs with DP bounds."
-    from medsyn.privacy import fig_privacy_utility
     if T['dp'].empty or not T['dp']['epsilon'].map(np.isfinite).any(): return []
     return save_fig(fig_privacy_utility(T['dp'], T['dp_audits']), figures_dir, 'privacy_utility')
 
@@ -449,7 +437,6 @@ BACKBONE_PANELS = (('fid64', 'FID-64', 'floor64'), ('fid192', 'FID-192', 'floor1
 
 def fig_backbones(T:dict, figures_dir) -> list:
     "The backbones side by side: FID at four sizes (intervals, floors), KID, precision, recall, TSTR, class fidelity, speeds."
-    import matplotlib.pyplot as plt, seaborn as sns
     B = T.get('backbones', pd.DataFrame())
     if B.empty: return []
     _style()
@@ -489,7 +476,6 @@ def fig_backbones(T:dict, figures_dir) -> list:
 # %% ../nbs/08_report.ipynb #74472deb
 def fig_fidelity(T:dict, figures_dir) -> list:
     "Class fidelity (F1, AUC) and LIME top-k IoU against its random baseline, per data set and loss."
-    import matplotlib.pyplot as plt, seaborn as sns
     Fi = T['fidelity']
     if Fi.empty: return []
     _style()
@@ -577,7 +563,6 @@ def write_tables(T:dict, tables_dir) -> list:
                            csv=num, note="Mean ± standard deviation over seeds, on the real test split; '(1 seed)': a single run, no spread to show.")
     R = T.get('scarce_rows', pd.DataFrame())
     if not R.empty:
-        from medsyn.scarce import scarce_table, scarce_markdown
         st = scarce_table(R, T.get('scarce_generators'), missing=[])   # an incomplete fraction is left out (fig_low_data names it)
         if not st.empty: out += write_table(scarce_markdown(st), tables_dir, 'scarce',
                            'Scarce real data: each arm against real only (paired by seed within each subset draw; intervals over draws), with the subset generators.',
@@ -607,7 +592,6 @@ def write_tables(T:dict, tables_dir) -> list:
     if not cmp.empty: out += write_table(cmp, tables_dir, 'comparison', 'Our results beside the published numbers.')
     DP = T.get('dp', pd.DataFrame())           # private generators (collect_dp), absent from a table set without them
     if not DP.empty and DP['epsilon'].map(np.isfinite).any():
-        from medsyn.privacy import dp_markdown
         out += write_table(dp_markdown(DP), tables_dir, 'privacy_utility', 'Private generators (DP-SGD, Opacus) beside the non-private '
                            'one: ε from the RDP accountant that calibrated the noise and from the PRV accountant, TSTR AUC (mean ± sd over '
                            'classifier seeds), FID with its real-vs-real floor, and the membership attacks (AUC, 95 % bootstrap interval). '
@@ -663,7 +647,6 @@ def comparison(T:dict, preset:str='') -> pd.DataFrame:
 # %% ../nbs/08_report.ipynb #20231d86
 def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     "Preset, machine, versions and per-cell stage times of the runs under `runs_root`, as tables/provenance.{md,csv,json}."
-    import os
     runs_root, tables_dir = Path(runs_root), Path(tables_dir)
     rows, recs = [], []
     for m in sorted([*runs_root.glob('*/*/DONE.json'), *runs_root.glob('*/*/*/DONE.json')]):   # extra backbones one level deeper
@@ -690,7 +673,6 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     tables_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(tables_dir/'provenance.md') as t: t.write_text(head + to_markdown(df))
     with atomic_path(tables_dir/'provenance.csv') as t: df.to_csv(t, index=False)
-    from medsyn.core import save_json
     s = recs[-1].get('settings', {})
     save_json(dict(preset=runs_root.name, date=recs[0]['time'][:10], hardware=hw, versions=v, cells_seconds=total,
                    study_seconds=whole, report_seconds=report_seconds, settings=s, cells=rows), tables_dir/'provenance.json')
@@ -702,7 +684,7 @@ FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, 
 
 def build_report(runs_root, figures_dir, tables_dir) -> dict:
     "Collect the runs under `runs_root` and write every figure and table; returns the files written and what was missing."
-    import matplotlib; matplotlib.use('Agg', force=False)
+    matplotlib.use('Agg', force=False)
     t0 = time.time()
     T = collect(runs_root)
     Path(figures_dir).mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from .core import MedsynError, load_settings, load_json, save_json, run_record, atomic_path
-from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation,
-                         MedMNISTSplit)
+import matplotlib.pyplot as plt
+from scipy import stats
+from .core import (MedsynError, load_settings, load_json, save_json, run_record, atomic_path, DATASETS_2D, DP_PREFIX,
+                         dp_run_dirs, loss_run_dirs)
+from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,
+                         write_synthetic, load_synthetic)
+from .diffusion import train, checkpoints, clear_unfinished, load_model, generate, resolve_checkpoint
+from .metrics import memorisation_audit, image_features, kid_from_features, fid_from_features
+from .classify import train_classifier, predict, classification_metrics, mix_in, check_arch
 
 # %% auto #0
 __all__ = ['ARMS', 'ARM_NAMES', 'REAL_ARMS', 'SYN_ARMS', 'VAL_MODES', 'REPLAY_SHARE', 'GEN_QUALITY', 'ARM_COLOURS',
@@ -92,7 +99,6 @@ def generator_settings(s, fraction:float, n_images:int, draw:int):
 
 def train_generator(dataset:str, loss:str, fraction:float, draw:int, out, s, progress:bool=True) -> Path:
     "Train draw `draw`'s diffusion model of fraction `fraction` on its f-subset only (resume an interrupted run, keep a finished one)."
-    from medsyn.diffusion import train, checkpoints, clear_unfinished
     out = Path(out)
     sub, _ = real_subset(dataset, fraction, s, draw)
     g = generator_settings(s, fraction, len(sub), draw).replace(loss=loss)
@@ -117,8 +123,6 @@ def arm_ratios(arm:str, n_real:int, s) -> list:
 
 def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, draw:int, progress:bool=True) -> Path:
     "Sample the largest ratio `arm_ratios` allows, per real image of each class of `subset`, from draw `draw`'s generator in `model_dir`."
-    from medsyn.diffusion import load_model, generate, resolve_checkpoint
-    from medsyn.classify import write_synthetic
     ratio = max(max(arm_ratios(a, len(subset), s)) for a in SYN_ARMS)
     ck = resolve_checkpoint(model_dir)
     unet, sch, meta = load_model(ck, ema=True, device=s.device)
@@ -135,7 +139,6 @@ def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, draw:int, progress:
 
 def copy_audit(synthetic, subset:MedMNISTSplit, s) -> dict:
     "Pixel-space copy audit of a fraction's synthetic images against its real subset (test images as the reference distance)."
-    from medsyn.metrics import memorisation_audit
     syn = load_npz(synthetic)
     test = load_medmnist(subset.flag, 'test', s.image_size, s.data_dir or None)
     a = memorisation_audit(syn.images, subset.images, test.images, settings=s, progress=False, inception=False)['pixel']
@@ -146,7 +149,6 @@ def copy_audit(synthetic, subset:MedMNISTSplit, s) -> dict:
 def generator_quality(synthetic, subset_idx, dataset:str, s, seed:int=0, progress:bool=False) -> dict:
     """KID and FID-2048 of a subset generator's images against the real test split, beside the floor: as many real training
     images it never saw, against the same test images (Inception features in `fid_precision`, cached)."""
-    from medsyn.metrics import image_features, kid_from_features, fid_from_features
     syn = load_npz(synthetic).images
     tr = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
     test = load_medmnist(dataset, 'test', s.image_size, s.data_dir or None)
@@ -168,7 +170,6 @@ def generator_quality(synthetic, subset_idx, dataset:str, s, seed:int=0, progres
 def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None, progress:bool=True) -> dict:
     """Train and test the classifiers of `arms` on draw `draw` of `fraction`: per `low_data_val` mode, `low_data_seeds` seed (and
     ratio of `arm_ratios` in the synthetic arms); write `out`/metrics.json and predictions.npz."""
-    from medsyn.classify import train_classifier, predict, classification_metrics, load_synthetic, mix_in, check_arch
     bad = [a for a in arms if a not in ARMS]
     if bad: raise MedsynError(f"unknown arm(s) {bad}. Arms: {', '.join(ARMS)}")
     needs_syn = any(a in SYN_ARMS for a in arms)
@@ -228,7 +229,6 @@ def run_draw(dataset:str, loss:str|None, fraction:float, draw:int, run_dir, real
 
 def _draw_job(threads:int, args:tuple) -> dict:
     "A worker's unit for `run_draws`: its share of the CPU threads, no progress bars of its own."
-    import torch       # the worker's own torch: its thread count is set before any work
     torch.set_num_threads(threads)
     return run_draw(*args, progress=False)
 
@@ -240,7 +240,6 @@ def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=Tr
     todo = [u for u in units if not (frac_dir(run_dir, *u)/'metrics.json').exists()]
     w = min(s.low_data_workers, len(todo))
     if w <= 1: return {u: run_draw(*args[u], progress=progress) for u in units}
-    import torch                            # only the worker path needs it; this module's top imports stay torch-free
     from medsyn.scarce import _draw_job     # by its module path: what a spawned worker can import (a notebook's copy is not)
     threads, out = max(1, torch.get_num_threads() // w), {}
     bar = tqdm(total=len(todo), desc=f"{dataset} {loss or 'real'}: {len(todo)} draws, {w} workers", disable=not progress)
@@ -259,7 +258,6 @@ def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=Tr
 # %% ../nbs/09_scarce.ipynb #39d29310
 def mean_ci(values, level:float=0.95) -> tuple:
     "(mean, low, high): Student-t interval of the mean of `values` (NaN bounds with fewer than 2 values)."
-    from scipy import stats
     v = np.asarray(values, dtype=float)
     if len(v) == 0: raise MedsynError("no values to average")
     m = float(v.mean())
@@ -298,7 +296,6 @@ def draw_difference(arm:pd.DataFrame, base:pd.DataFrame, metric:str='auc', level
 
 def draws_needed(sd_between:float, half_width:float, level:float=0.95, most:int=1000) -> int:
     "Fewest draws whose Student-t interval of the mean has half-width at most `half_width` at between-draw spread `sd_between`."
-    from scipy import stats
     if not sd_between >= 0 or not half_width > 0: raise MedsynError(f"need sd_between >= 0 and half_width > 0, got {sd_between}, {half_width}")
     for n in range(2, most + 1):
         if stats.t.ppf((1 + level) / 2, n - 1) * sd_between / math.sqrt(n) <= half_width: return n
@@ -346,7 +343,6 @@ GEN_QUALITY = ('kid', 'kid_std', 'kid_floor', 'kid_floor_std', 'fid2048', 'fid20
 
 def collect_scarce(runs_root) -> dict:
     "{'rows': one row per classifier, 'generators': one row per generator} of every scarce-data draw under `runs_root`."
-    from medsyn.core import DATASETS_2D, loss_run_dirs, dp_run_dirs, DP_PREFIX   # extra-backbone folders hold no scarce-data runs
     runs_root = Path(runs_root)
     rows, gens = [], []
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D) if runs_root.is_dir() else []:
@@ -510,7 +506,6 @@ def _kid_panel(ax, D:pd.DataFrame):
 def fig_scarce(t:pd.DataFrame, per_draw:pd.DataFrame|None=None):
     """The headline figure: paired ΔAUC from real only against real training images per class, 95 % intervals over subset draws,
     one column per data set (top); each draw's ΔAUC of the synthetic arms against its generator's KID (bottom)."""
-    import matplotlib.pyplot as plt
     val = 'scarce' if 'scarce' in set(t['val']) else t['val'].iloc[0]
     t = t[(t['val'] == val) & (t['arm'] != 'real')]
     if t.empty: raise MedsynError("no arm to compare with real only: the scarce table holds real-only rows alone")

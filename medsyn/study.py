@@ -6,12 +6,23 @@ Docs: https://medsyn.github.io/medsyn/study.html.md"""
 
 # %% ../nbs/06_study.ipynb #e675495f
 from __future__ import annotations
-import argparse, json, math, os, shutil, sys, threading, time
+import argparse, json, math, os, shutil, sys, tarfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from .core import MedsynError, load_settings, repo_root, save_json, load_json, run_record, split_overrides, dp_cell_name
+import papermill as pm
+from .core import (MedsynError, load_settings, repo_root, save_json, load_json, run_record, split_overrides, dp_cell_name,
+                         atomic_path)
+from .denoisers import parse_model
+from .diffusion import train, checkpoints, clear_unfinished, sample, resolve_checkpoint
+from .metrics import evaluate
+from .classify import classify, class_fidelity
+from .explain import explain
+from .privacy import audit_membership, audit_over_steps, write_card
+from .scarce import runs_scarce, run_draws, low_data_fractions, subset_draws, frac_dir
+from .cluster import RunLock, LockHeld, check_runs_format, sweep_partial, run_cells_submitit
 
 # %% auto #0
 __all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'dp_public', 'plan',
@@ -56,7 +67,6 @@ class Cell:
 
 def extra_backbones(s) -> list:
     "The `backbones` setting without 'none' and without the preset's own `model`."
-    from medsyn.denoisers import parse_model
     main = parse_model(s.model)
     return [b for b in s.backbones if b != 'none' and parse_model(b) != main]
 
@@ -84,7 +94,6 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     datasets = s.datasets if datasets is None else load_settings(preset, datasets=datasets).datasets
     losses = s.losses if losses is None else load_settings(preset, losses=losses).losses
     root = Path(runs_dir)/preset
-    from medsyn.scarce import runs_scarce
     cells = [Cell(d, None, root/d/'real', runs_scarce(s, d)) for d in datasets]
     cells += [Cell(d, l, root/d/l, runs_scarce(s, d, l)) for d in datasets for l in losses]
     bd = [d for d in datasets if 'all' in s.backbone_datasets or d in s.backbone_datasets]
@@ -102,7 +111,6 @@ def study_notebooks_dir() -> Path:
 
 def run_notebook(name:str, out:Path, parameters:dict, log=None) -> Path:
     "Execute `nbs/study/<name>.ipynb` with papermill into `out`, injecting `parameters`."
-    import papermill as pm
     src = study_notebooks_dir()/f'{name}.ipynb'
     if not src.exists(): raise MedsynError(f"study notebook not found: {src}")
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +170,6 @@ def _short_error(e) -> str:
 # %% ../nbs/06_study.ipynb #51645fae
 def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
     "Run the stages of `cell` under its lock (skipping finished ones unless `force`; none started after `deadline`); return its status."
-    from medsyn.cluster import RunLock, LockHeld
     lock = RunLock(cell.run_dir.parent/f'.{cell.run_dir.name}.lock', 'cell')
     try: lock.acquire()
     except LockHeld as e: return dict(cell=cell.name, status='failed', stage='lock', error=str(e), seconds=0.0)
@@ -225,10 +232,10 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
               [c for c in cells if c.init_from is not None])
     try:
         if executor != 'inprocess':         # each cell a submitit job (nbs/11_cluster.ipynb)
-            from medsyn.cluster import run_cells_submitit
             def sub(cs):
                 prog.say(f"submitting {len(cs)} cell(s) to the {executor} executor: {', '.join(c.name for c in cs)}")
-                return run_cells_submitit(cs, preset, overrides, force, deadline, executor, jobs, s, Path(runs_dir)/preset/'.submitit', finish)
+                job = partial(run_cell, preset=preset, overrides=overrides, force=force, deadline=deadline)   # what each job runs
+                return run_cells_submitit(cs, job, executor, jobs, s, Path(runs_dir)/preset/'.submitit', finish)
             results = [r for ph in phases if ph for r in sub(ph)]     # each phase's jobs finish before the next is submitted
         else:
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
@@ -265,7 +272,6 @@ def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, 
     `time_limit` (seconds): stop cleanly before it (training saves its state; no stage starts after it); the same call continues.
     `bundle`: write the results (tables, figures, run records; no checkpoints) to this .tar.gz at the end.
     `executor`: inprocess, local or slurm; `wait_lock`: wait for another study that holds `runs_dir`, instead of refusing."""
-    from medsyn.cluster import RunLock, check_runs_format, sweep_partial
     if executor not in ('inprocess', 'local', 'slurm'): raise MedsynError(f"unknown executor '{executor}'. Executors: inprocess, local, slurm")
     over = {**(kw.get('overrides') or {}), **{k: kw[k] for k in ('seeds', 'datasets', 'losses') if kw.get(k) is not None}}
     load_settings(preset, **over)                      # a bad preset, key or value: refused before anything is written
@@ -286,8 +292,6 @@ BUNDLE_SUFFIXES = ('.json', '.csv')
 
 def write_bundle(runs_root, figures_dir, tables_dir, out) -> dict:
     "Write tables, figures and the run records under `runs_root` (no checkpoints, npz or notebooks) to the .tar.gz `out`, atomically."
-    import tarfile
-    from medsyn.core import atomic_path
     out = Path(out)
     if not out.name.endswith(('.tar.gz', '.tgz')): raise MedsynError(f"the bundle must be a .tar.gz file, got {out}")
     runs_root = Path(runs_root)
@@ -336,12 +340,10 @@ def context(dataset:str, loss:str|None=None, preset:str='smoke', run_dir=None, o
 # %% ../nbs/06_study.ipynb #d824a1b9
 def stage_real(ctx:StageContext) -> dict:
     "Baseline: classifiers trained on all the real training images (scarce real data: `stage_scarce`)."
-    from medsyn.classify import classify
     return {'real': classify(ctx.dataset, 'real', out=ctx.real_model, settings=ctx.settings)}
 
 def stage_train(ctx:StageContext):
     "Train the class-conditional diffusion model of the cell; resume an interrupted run, keep a finished one."
-    from medsyn.diffusion import train, checkpoints, clear_unfinished
     cks = checkpoints(ctx.model_dir)
     if not cks: clear_unfinished(ctx.model_dir); return train(ctx.dataset, ctx.loss, out=ctx.model_dir, settings=ctx.settings)
     if load_json(cks[-1]/'medsyn.json')['step'] >= ctx.settings.train_steps: return ctx.model_dir
@@ -349,20 +351,16 @@ def stage_train(ctx:StageContext):
 
 def stage_sample(ctx:StageContext):
     "Generate the cell's synthetic data set and its real-vs-synthetic grid."
-    from medsyn.diffusion import sample
     s = ctx.settings
     return sample(ctx.model_dir, s.samples_per_class, ctx.synthetic, sampler=s.sampler, steps=s.sample_steps, eta=s.eta,
                   guidance=s.guidance, seed=s.seed, batch_size=s.sample_batch_size, grid=ctx.run_dir/'grid.png')
 
 def stage_evaluate(ctx:StageContext) -> dict:
     "FID at every feature size, KID, PRDC and the memorisation audit of the synthetic set."
-    from medsyn.metrics import evaluate
     return evaluate(ctx.dataset, ctx.synthetic, split=ctx.settings.eval_split, settings=ctx.settings, out=ctx.metrics)
 
 def stage_classify(ctx:StageContext) -> dict:
     "Synthetic-only (TSTR) and mixed classifiers; class fidelity; LIME, real vs synthetic. (Scarce real data: `stage_scarce`.)"
-    from medsyn.classify import classify, class_fidelity
-    from medsyn.explain import explain
     s, syn, out = ctx.settings, ctx.synthetic, {}
     out['synthetic'] = classify(ctx.dataset, 'synthetic', out=ctx.run_dir/'classify_synthetic', synthetic=syn, settings=s)
     out['mixed'] = classify(ctx.dataset, 'mixed', out=ctx.run_dir/'classify_mixed', synthetic=syn, settings=s)
@@ -377,14 +375,11 @@ def stage_scarce(ctx:StageContext, progress:bool=True) -> dict:
     """The scarce-data experiment at every fraction f < 1 and subset draw (nbs/09_scarce.ipynb, `run_draws`). In the real-data
     cell: the real-only and classical-augmentation arms. In a loss cell: per draw a generator trained on that f-subset only (never
     on the other real images), its samples, copy audit and KID, and the synthetic arms."""
-    from medsyn.scarce import run_draws
     return run_draws(ctx.dataset, ctx.loss, ctx.run_dir, ctx.real_dir, ctx.settings, progress=progress)
 
 def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
     """Membership inference (nbs/10_privacy.ipynb) against the cell's full-data generator (non-members: validation and test
     images) and each scarce-data draw's generator (non-members: the rest of the training split), with their synthetic sets."""
-    from medsyn.privacy import audit_membership, audit_over_steps, write_card
-    from medsyn.scarce import low_data_fractions, subset_draws, frac_dir, runs_scarce
     s = ctx.settings
     n = s.privacy_max_images or None
     out = {'full': audit_membership(ctx.model_dir, ctx.synthetic, n, s, seed=s.seed, progress=progress)}
@@ -406,14 +401,12 @@ def _have(ctx, stage) -> bool:
     "Does `stage`'s output already exist?"
     if stage == 'real': return (ctx.real_model/'metrics.json').exists()
     if stage == 'train':
-        from medsyn.diffusion import resolve_checkpoint
         try: resolve_checkpoint(ctx.model_dir); return True
         except Exception: return False
     if stage == 'sample': return ctx.synthetic.exists()
     if stage == 'evaluate': return ctx.metrics.exists()
     if stage == 'privacy': return (ctx.run_dir/'privacy.json').exists()
     if stage == 'scarce':           # done, or not run for this data set
-        from medsyn.scarce import low_data_fractions, subset_draws, frac_dir, runs_scarce
         s = ctx.settings
         if not runs_scarce(s, ctx.dataset, ctx.loss): return True
         return all((frac_dir(ctx.run_dir, f, k)/'metrics.json').exists() for f in low_data_fractions(s) for k in subset_draws(s))

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from medsyn.classify import (build_classifier, class_fidelity, classification_metrics, classify,
-                             load_classifier, predict, train_classifier, weights_file, write_synthetic)
+                             load_classifier, predict, train_classifier, weights_file)
 from medsyn.core import ARCHS, MedsynError, load_settings
-from medsyn.data import load_medmnist, subsample
+from medsyn.data import load_medmnist, subsample, write_synthetic
 
 FLAG = "breastmnist"
 

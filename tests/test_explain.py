@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from medsyn.classify import classify, write_synthetic
+from medsyn.classify import classify
+from medsyn.data import write_synthetic
 from medsyn.core import MedsynError, load_settings
 from medsyn.data import load_medmnist
 from medsyn.explain import explain, iou, random_iou, segmenter, top_mask

@@ -77,7 +77,7 @@ NPZ_CASES = {
 
 @pytest.mark.parametrize("kind", list(NPZ_CASES))
 def test_a_hostile_synthetic_npz_is_refused_by_name(kind, tmp_path, val):
-    from medsyn.classify import load_synthetic
+    from medsyn.data import load_synthetic
     p = _npz(kind, tmp_path, val)
     with pytest.raises(MedsynError) as e:
         load_synthetic(p, FLAG, 28, need_all_classes=True)

@@ -154,7 +154,7 @@ def test_arms_see_only_the_images_the_setting_allows(tmp_path, monkeypatch):
     """Every classifier of a draw trains on that draw's subset (plus synthetic images for the synthetic arms) and picks its epoch on
     the draw's validation images: the scarce fraction of the validation split, or all of it with low_data_val = full."""
     import medsyn.classify as C
-    from medsyn.classify import write_synthetic
+    from medsyn.data import write_synthetic
     s = load_settings("smoke", archs="cnn", clf_epochs=1, clf_min_steps=0, device="cpu", low_data_seeds="0,1", low_data_val="scarce,full")
     tr, va = load_medmnist("breastmnist", "train"), load_medmnist("breastmnist", "val")
     key = lambda im: im.tobytes()
