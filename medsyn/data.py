@@ -370,10 +370,13 @@ def image_grid(rows:list, row_labels:list, title:str|None=None, col_titles:list|
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()) if title else None)
     return fig
 
-def save_figure(fig, path, dpi:int=150) -> Path:
-    "Save `fig` atomically as PNG (and PDF when `path` ends in .pdf) and close it."
-    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, bbox_inches='tight', format=Path(path).suffix[1:])
-    plt.close(fig)
+def save_figure(fig, path, dpi:int=150, close:bool=True, tight:bool=True) -> Path:
+    """Save `fig` atomically in the format `path`'s suffix names (png, pdf, svg) and close it (unless not `close`). A PDF carries no
+    creation date, so the same figure gives the same bytes. The one place a figure is written: stages, report and CLI use it."""
+    fmt = Path(path).suffix[1:]
+    meta = {'CreationDate': None} if fmt == 'pdf' else None
+    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, bbox_inches='tight' if tight else None, format=fmt, metadata=meta)
+    if close: plt.close(fig)
     return Path(path)
 
 def class_rows(ds:MedMNISTSplit, n:int=10, seed:int=0) -> list:

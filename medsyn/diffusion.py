@@ -33,7 +33,8 @@ from .dp import dp_enabled, check_dp, make_private, poisson_indices, average_mul
 __all__ = ['SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches',
            'checkpoints', 'resolve_checkpoint', 'clear_unfinished', 'loss_columns', 'read_loss_csv',
            'load_training_state', 'train_step', 'dp_step', 'dp_spent', 'train', 'lr_schedule', 'plot_loss',
-           'pretrained_start', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
+           'train_or_resume', 'pretrained_start', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli',
+           'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #bf586e06
 SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}
@@ -492,6 +493,15 @@ def plot_loss(runs, window:int=10, tail:int=50):
     ax[1].set(xlabel='timestep bucket (0: least noise)', ylabel='mean loss', title=f'per-t loss, last {tail} rows'); ax[1].set_yscale('log')
     ax[0].legend(fontsize=8); fig.tight_layout()
     return fig
+
+# %% ../nbs/02_diffusion.ipynb #14a6ffa0
+def train_or_resume(dataset:str, loss:str, out, settings, progress:bool=True, **overrides) -> Path:
+    """Train `dataset`'s model with `loss` and `settings` into `out`; resume an interrupted run there (`overrides`: the resumable
+    settings given on the command line); keep a finished one (its last checkpoint at `settings.train_steps`)."""
+    out, cks = Path(out), checkpoints(out)
+    if not cks: clear_unfinished(out); return train(dataset, loss, out=out, settings=settings, progress=progress)
+    if load_json(cks[-1]/MARKER)['step'] >= settings.train_steps: return out
+    return train(dataset, loss, out=out, preset=settings.preset, resume=True, progress=progress, **overrides)
 
 # %% ../nbs/02_diffusion.ipynb #f2fe6251
 def _plain(v): return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v   # a config read back from JSON has lists

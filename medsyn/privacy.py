@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 from sklearn.metrics import roc_curve, roc_auc_score
 from tqdm.auto import tqdm
 from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D, dp_run_dirs
+from .stats import fmt_pm
 from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
 from .diffusion import load_model, checkpoints
@@ -24,8 +25,8 @@ from .metrics import nearest_neighbours
 
 # %% auto #0
 __all__ = ['membership_sets', 'check_disjoint', 'tpr_at_fpr', 'attack_summary', 'privacy_verdict', 'denoising_losses', 't_errors',
-           'nearest_synthetic_distance', 'audit_membership', 'audit_over_steps', 'fig_roc', 'generator_card',
-           'card_line', 'write_card', 'collect_dp', 'dp_markdown', 'fig_privacy_utility']
+           'nearest_synthetic_distance', 'audit_membership', 'audit_over_steps', 'plot_roc', 'fig_roc',
+           'generator_card', 'card_line', 'write_card', 'collect_dp', 'dp_markdown', 'fig_privacy_utility']
 
 # %% ../nbs/10_privacy.ipynb #cf491078
 def _pool(flag, size, data_dir, splits):
@@ -223,23 +224,27 @@ def audit_over_steps(model_dir, n_max:int|None=None, settings=None, seed:int=0, 
     return rows
 
 # %% ../nbs/10_privacy.ipynb #0ca2cf95
+def plot_roc(ax, curves:list, title:str=''):
+    """ROC curves on log-log axes with the guessing diagonal. `curves`: [(label, fpr, tpr, dp)], `dp` None or (ε, δ) of a private
+    generator, whose bound TPR <= e^ε FPR + δ (where every attack on it must stay) is drawn dotted in the curve's colour."""
+    lo = 1.0
+    for label, f, t, dp in curves:
+        f, t = np.asarray(f), np.asarray(t); keep = f > 0
+        if keep.any(): lo = min(lo, f[keep].min())
+        line, = ax.plot(f[keep], t[keep], label=label)
+        if dp:
+            g = np.logspace(-4, 0, 60)
+            ax.plot(g, roc_bound(g, *dp), ls=':', color=line.get_color(), lw=1, label=f"DP bound, ε = {dp[0]:.2g}")
+    g = np.logspace(np.log10(lo), 0, 50); ax.plot(g, g, color='grey', ls='--', lw=0.8, label='guessing')
+    ax.set(xscale='log', yscale='log', xlabel='false-positive rate', title=title)
+
 def fig_roc(audits:dict, attack:str='loss', ax=None):
     "ROC curves of `attack` on log-log axes, one line per audit ({label: audit}); a private audit also draws its DP bound, dotted."
     fig, ax = plt.subplots(figsize=(3.6, 3.2)) if ax is None else (ax.figure, ax)
-    lo = 1.0
-    for name, a in audits.items():
-        r = a['attacks'][attack]
-        f, t = np.asarray(r['fpr']), np.asarray(r['tpr'])
-        keep = f > 0
-        lo = min(lo, f[keep].min()) if keep.any() else lo
-        line, = ax.plot(f[keep], t[keep], label=f"{name} (AUC {r['auc']:.2f})")
-        if a.get('dp'):          # TPR <= e^eps FPR + delta: where every attack on this generator must stay
-            g = np.logspace(-4, 0, 60)
-            ax.plot(g, roc_bound(g, a['dp']['epsilon'], a['dp']['delta']), ls=':', color=line.get_color(), lw=1,
-                    label=f"DP bound, ε = {a['dp']['epsilon']:.2g}")
-    g = np.logspace(np.log10(lo), 0, 50); ax.plot(g, g, color='grey', ls='--', lw=0.8, label='guessing')
-    ax.set(xscale='log', yscale='log', xlabel='false-positive rate', ylabel='true-positive rate', title=f'membership inference: {attack} attack')
-    ax.legend(fontsize=7); fig.tight_layout()
+    plot_roc(ax, [(f"{name} (AUC {a['attacks'][attack]['auc']:.2f})", a['attacks'][attack]['fpr'], a['attacks'][attack]['tpr'],
+                   (a['dp']['epsilon'], a['dp']['delta']) if a.get('dp') else None) for name, a in audits.items()],
+             title=f'membership inference: {attack} attack')
+    ax.set(ylabel='true-positive rate'); ax.legend(fontsize=7); fig.tight_layout()
     return fig
 
 # %% ../nbs/10_privacy.ipynb #4f1989e2
@@ -357,7 +362,7 @@ def dp_markdown(t:pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({'data set': t['dataset'], 'loss': t['loss'], 'generator': t['generator'], 'real images': t['n_train'], 'ε (RDP)': t['epsilon'].map(e), 'ε (PRV)': t['epsilon_prv'].map(e),
                         'δ': t['delta'].map(lambda d: f"{d:.1e}" if d else ''), 'σ': t['noise_multiplier'].map(lambda s: f"{s:.2f}" if s else ''),
                         'steps': t['steps'], 'started from': t['started_from'] if 'started_from' in t else '',
-                        'TSTR AUC': [f"{a:.3f} ± {s:.3f}" if pd.notna(s) else (f"{a:.3f}" if pd.notna(a) else '') for a, s in zip(t['tstr_auc'], t['tstr_sd'])],
+                        'TSTR AUC': ['' if pd.isna(a) else fmt_pm(a, s) for a, s in zip(t['tstr_auc'], t['tstr_sd'])],
                         'real-trained AUC': t['real_auc'].map(lambda a: f"{a:.3f}" if pd.notna(a) else ''),
                         'FID-64 / floor': [f"{a:.3f} / {b:.3f}" if pd.notna(a) else '' for a, b in zip(t['fid64'], t['fid64_floor'])],
                         'FID-2048 / floor': [f"{a:.1f} / {b:.1f}" if pd.notna(a) else '' for a, b in zip(t['fid2048'], t['fid2048_floor'])],

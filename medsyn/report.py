@@ -16,10 +16,11 @@ import seaborn as sns
 import matplotlib.pyplot as plt
 import matplotlib
 from .core import MedsynError, load_json, atomic_path, DATASETS_2D, loss_run_dirs, backbone_run_dirs, save_json
+from .stats import fmt_ci, fmt_pm
 from .data import save_figure, load_medmnist, load_npz, image_grid, class_rows, medmnist_info
 from .denoisers import parse_model
 from .diffusion import read_loss_csv
-from .privacy import fig_privacy_utility, dp_markdown, collect_dp
+from .privacy import fig_privacy_utility, dp_markdown, collect_dp, plot_roc
 from .scarce import collect_scarce, scarce_table, draw_table, fig_scarce, scarce_markdown
 
 # %% auto #0
@@ -187,21 +188,15 @@ def _points_by_dataset(ax, D, ds, col, key, keys, pal, floor=None, width=0.18, m
     ax.set_xticks(range(len(ds)), [d.replace('mnist', '') for d in ds], rotation=rotation); ax.set_xlim(-0.6, len(ds) - 0.4)
 
 def save_fig(fig, figures_dir, name:str) -> list:
-    "Save `fig` as `name`.png and `name`.pdf in `figures_dir` (atomically) and close it."
-    pdf = _save_pdf(fig, Path(figures_dir)/f'{name}.pdf', bbox_inches='tight')
-    return [save_figure(fig, Path(figures_dir)/f'{name}.png'), pdf]
-
-def _save_pdf(fig, path:Path, **kw) -> Path:
-    "`fig` as a PDF at `path`, atomically; no creation date, so the same figure gives the same bytes."
-    with atomic_path(path) as t: fig.savefig(t, format='pdf', metadata={'CreationDate': None}, **kw)
-    return path
+    "`fig` as `name`.png and `name`.pdf in `figures_dir` (through `medsyn.data.save_figure`), then closed."
+    d = Path(figures_dir)
+    return [save_figure(fig, d/f'{name}.png', close=False), save_figure(fig, d/f'{name}.pdf')]
 
 def copy_figure(src, figures_dir, name:str) -> list:
     "A PNG a stage drew (LIME panel, closest pairs) as `name`.png and `name`.pdf in `figures_dir`, atomically."
     img = plt.imread(str(src)); h, w = img.shape[:2]
     fig = plt.figure(figsize=(w / 100, h / 100), dpi=100); fig.figimage(img, resize=False)
-    pdf = _save_pdf(fig, Path(figures_dir)/f'{name}.pdf', dpi=100)
-    plt.close(fig)
+    pdf = save_figure(fig, Path(figures_dir)/f'{name}.pdf', dpi=100, tight=False)
     png = Path(figures_dir)/f'{name}.png'
     with atomic_path(png) as t: shutil.copyfile(src, t)
     return [png, pdf]
@@ -381,13 +376,9 @@ def fig_privacy(T:dict, figures_dir) -> list:
     fig, axes = plt.subplots(3, len(ds), figsize=(3.2 * len(ds) + 1.8, 8.2), squeeze=False)
     for j, d in enumerate(ds):
         ax, g = axes[0, j], P[(P['dataset'] == d) & (P['attack'] == 'loss')]
-        lo = 1.0
-        for _, r in g.iterrows():
-            f, t = np.asarray(r['fpr']), np.asarray(r['tpr']); keep = f > 0
-            if keep.any(): lo = min(lo, f[keep].min())
-            ax.plot(f[keep], t[keep], label=f"{r['loss']}, {_generator_name(r, short=True)} ({r['auc']:.2f})")
-        grid = np.logspace(np.log10(lo), 0, 50); ax.plot(grid, grid, color='grey', ls='--', lw=0.8)
-        ax.set(xscale='log', yscale='log', title=d, xlabel='false-positive rate', ylabel='true-positive rate' if j == 0 else '')
+        plot_roc(ax, [(f"{r['loss']}, {_generator_name(r, short=True)} ({r['auc']:.2f})", r['fpr'], r['tpr'], None)
+                      for _, r in g.iterrows()], title=d)
+        ax.set(ylabel='true-positive rate' if j == 0 else '')
         ax.legend(fontsize=6, title='loss attack: generator (AUC)', title_fontsize=6)
         ax = axes[1, j]
         for k, (atk, h) in enumerate(P[P['dataset'] == d].groupby('attack')):
@@ -495,9 +486,6 @@ def fig_fidelity(T:dict, figures_dir) -> list:
     return save_fig(fig, figures_dir, 'fidelity')
 
 # %% ../nbs/08_report.ipynb #5b264ad0
-def _ci(v, lo, hi, p=2): return f"{v:.{p}f} [{lo:.{p}f}, {hi:.{p}f}]"
-def _pm(m, sd, n=2, p=3): return f"{m:.{p}f} ± {sd:.{p}f}" if n > 1 else f"{m:.{p}f} (1 seed)"
-
 SCARCE_NOTE = ("Every generator was trained only on the real images of its draw (the same class-stratified subset as that draw's "
                "classifiers; checked by `medsyn.scarce.check_leak` and `check_draws`). Validation: the images each arm picked its epoch "
                "on ('scarce': the same fraction of the validation split, drawn with the subset). ΔAUC: the arm minus *real only*, "
@@ -524,7 +512,7 @@ def backbone_table(B:pd.DataFrame) -> pd.DataFrame:
     for _, r in B.iterrows():
         x = {'dataset': r['dataset'], 'loss': r['loss'], 'backbone': r['backbone'], 'params': f"{r['params']/1e6:.2f} M"}
         for f in (64, 192, 768, 2048):
-            if f'fid{f}' in r and pd.notna(r[f'fid{f}']): x[f'FID-{f} (floor)'] = f"{_ci(r[f'fid{f}'], r[f'fid{f}_low'], r[f'fid{f}_high'])} ({r[f'floor{f}']:.2f})"
+            if f'fid{f}' in r and pd.notna(r[f'fid{f}']): x[f'FID-{f} (floor)'] = f"{fmt_ci(r[f'fid{f}'], r[f'fid{f}_low'], r[f'fid{f}_high'], p=2)} ({r[f'floor{f}']:.2f})"
         x['KID (floor)'] = f"{r['kid']:.4f} ({r['kid_floor']:.4f})"
         x.update({k: f"{r[k]:.2f}" for k in ('precision', 'recall')})
         for k, name in (('tstr_acc', 'TSTR ACC'), ('tstr_auc', 'TSTR AUC'), ('fidelity_f1', 'fidelity F1')):
@@ -542,7 +530,7 @@ def write_tables(T:dict, tables_dir) -> list:
         for (d, l), g in F.groupby(['dataset', 'loss']):
             r = {'dataset': d, 'loss': l, 'n': int(g['n'].iloc[0])}
             for _, x in g.sort_values('features').iterrows():
-                r[f"FID-{x['features']}"] = _ci(x['fid'], x['ci_low'], x['ci_high']) + ('*' if x['rank_deficient'] else '')
+                r[f"FID-{x['features']}"] = fmt_ci(x['fid'], x['ci_low'], x['ci_high'], p=2) + ('*' if x['rank_deficient'] else '')
                 r[f"floor-{x['features']}"] = f"{x['floor']:.2f}"
             rows.append(r)
         out += write_table(pd.DataFrame(rows), tables_dir, 'fid',
@@ -556,9 +544,9 @@ def write_tables(T:dict, tables_dir) -> list:
         num = D[['dataset', 'loss', 'regime', 'cell', 'arch', 'epochs', 'n_seeds', 'acc', 'acc_std', 'auc', 'auc_std', 'f1_macro', 'f1_macro_std']]
         fmt = pd.DataFrame(dict(dataset=num['dataset'], loss=num['loss'], regime=num['regime'], cell=num['cell'], arch=num['arch'],
                                 epochs=num['epochs'], seeds=num['n_seeds'],
-                                ACC=[_pm(a, b, n) for a, b, n in zip(num['acc'], num['acc_std'], num['n_seeds'])],
-                                AUC=[_pm(a, b, n) for a, b, n in zip(num['auc'], num['auc_std'], num['n_seeds'])],
-                                F1=[_pm(a, b, n) for a, b, n in zip(num['f1_macro'], num['f1_macro_std'], num['n_seeds'])]))
+                                ACC=[fmt_pm(a, b, n) for a, b, n in zip(num['acc'], num['acc_std'], num['n_seeds'])],
+                                AUC=[fmt_pm(a, b, n) for a, b, n in zip(num['auc'], num['auc_std'], num['n_seeds'])],
+                                F1=[fmt_pm(a, b, n) for a, b, n in zip(num['f1_macro'], num['f1_macro_std'], num['n_seeds'])]))
         out += write_table(fmt, tables_dir, 'downstream', 'Classifiers tested on real images, by training regime; mean ± std over seeds.',
                            csv=num, note="Mean ± standard deviation over seeds, on the real test split; '(1 seed)': a single run, no spread to show.")
     R = T.get('scarce_rows', pd.DataFrame())
@@ -577,7 +565,7 @@ def write_tables(T:dict, tables_dir) -> list:
             return (f"{f['fid'].iloc[0]:.2f} (floor {f['floor'].iloc[0]:.2f})" if not f.empty else '', f"{t['acc'].iloc[0]:.3f}" if not t.empty else '')
         fmt = pd.DataFrame([dict(dataset=r['dataset'], loss=r['loss'], generator=_generator_name(r),
                                  members=f"{r['reported']} of {r['members']}", attack=r['attack'].replace('_', '-'),
-                                 AUC=_ci(r['auc'], r['auc_low'], r['auc_high']), **{'TPR@1%FPR': f"{r['tpr_1pct']:.2f}", 'TPR@0.1%FPR': f"{r['tpr_0_1pct']:.2f}"},
+                                 AUC=fmt_ci(r['auc'], r['auc_low'], r['auc_high'], p=2), **{'TPR@1%FPR': f"{r['tpr_1pct']:.2f}", 'TPR@0.1%FPR': f"{r['tpr_0_1pct']:.2f}"},
                                  finding=r['verdict'].split(' (')[0].split(':')[0], **dict(zip(('FID-64', 'TSTR ACC'), beside(r))))
                             for _, r in P.iterrows()])
         out += write_table(fmt, tables_dir, 'privacy', 'Membership inference against each generator, beside its FID-64 and TSTR accuracy.',

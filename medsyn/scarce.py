@@ -18,9 +18,10 @@ import matplotlib.pyplot as plt
 from scipy import stats
 from .core import (MedsynError, load_settings, load_json, save_json, run_record, atomic_path, DATASETS_2D, DP_PREFIX,
                          dp_run_dirs, loss_run_dirs)
+from .stats import fmt_ci, mean_ci
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,
                          write_synthetic, load_synthetic)
-from .diffusion import train, checkpoints, clear_unfinished, load_model, generate, resolve_checkpoint
+from .diffusion import load_model, generate, resolve_checkpoint, train_or_resume
 from .metrics import memorisation_audit, image_features, kid_from_features, fid_from_features
 from .classify import train_classifier, predict, classification_metrics, mix_in, check_arch
 
@@ -28,7 +29,7 @@ from .classify import train_classifier, predict, classification_metrics, mix_in,
 __all__ = ['ARMS', 'ARM_NAMES', 'REAL_ARMS', 'SYN_ARMS', 'VAL_MODES', 'REPLAY_SHARE', 'GEN_QUALITY', 'ARM_COLOURS',
            'LOSS_MARKERS', 'FRACTION_MARKERS', 'low_data_fractions', 'subset_draws', 'runs_scarce', 'real_subset',
            'val_subset', 'frac_dir', 'generator_steps', 'generator_settings', 'train_generator', 'arm_ratios',
-           'sample_fraction', 'copy_audit', 'generator_quality', 'run_arms', 'run_draw', 'run_draws', 'mean_ci',
+           'sample_fraction', 'copy_audit', 'generator_quality', 'run_arms', 'run_draw', 'run_draws',
            'paired_difference', 'verdict', 'draw_difference', 'draws_needed', 'check_leak', 'check_draws',
            'collect_scarce', 'arm_ci', 'scarce_table', 'draw_table', 'scarce_markdown', 'fig_scarce']
 
@@ -102,10 +103,7 @@ def train_generator(dataset:str, loss:str, fraction:float, draw:int, out, s, pro
     out = Path(out)
     sub, _ = real_subset(dataset, fraction, s, draw)
     g = generator_settings(s, fraction, len(sub), draw).replace(loss=loss)
-    cks = checkpoints(out)
-    if not cks: clear_unfinished(out); return train(dataset, loss, out=out, settings=g, progress=progress)
-    if load_json(cks[-1]/'medsyn.json')['step'] >= g.train_steps: return out
-    return train(dataset, loss, out=out, preset=s.preset, resume=True, progress=progress)
+    return train_or_resume(dataset, loss, out, g, progress=progress)
 
 
 # %% ../nbs/09_scarce.ipynb #0cde2c14
@@ -256,15 +254,6 @@ def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=Tr
     return {u: out[u] if u in out else run_draw(*args[u], progress=False) for u in units}
 
 # %% ../nbs/09_scarce.ipynb #39d29310
-def mean_ci(values, level:float=0.95) -> tuple:
-    "(mean, low, high): Student-t interval of the mean of `values` (NaN bounds with fewer than 2 values)."
-    v = np.asarray(values, dtype=float)
-    if len(v) == 0: raise MedsynError("no values to average")
-    m = float(v.mean())
-    if len(v) < 2: return m, float('nan'), float('nan')
-    h = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return m, m - h, m + h
-
 def paired_difference(arm:dict, base:dict, level:float=0.95) -> dict:
     "Mean difference `arm - base` over the seeds both have ({seed: value}), its interval, and whether it includes 0."
     common = sorted(set(arm) & set(base))
@@ -300,7 +289,6 @@ def draws_needed(sd_between:float, half_width:float, level:float=0.95, most:int=
     for n in range(2, most + 1):
         if stats.t.ppf((1 + level) / 2, n - 1) * sd_between / math.sqrt(n) <= half_width: return n
     return most
-
 
 # %% ../nbs/09_scarce.ipynb #a04113fb
 def check_leak(fdir, real_digest:str|None=None) -> dict:
@@ -371,12 +359,6 @@ def collect_scarce(runs_root) -> dict:
 
 
 # %% ../nbs/09_scarce.ipynb #1734239d
-def _fmt_ci(m, lo, hi, p=3, signed=False, bounds=None):
-    "'m [lo, hi]' (just 'm' without an interval); `bounds` clips the interval to a score's range."
-    f = f"{{:{'+' if signed else ''}.{p}f}}"
-    if bounds and not np.isnan(lo): lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return f.format(m) + ('' if np.isnan(lo) else f" [{f.format(lo)}, {f.format(hi)}]")
-
 def _tidy(rows:pd.DataFrame) -> pd.DataFrame:
     "Rows with `draw`, `val` and `loss` ('-' for the real-data arms) filled in (runs before the draws were one draw, full validation)."
     r = rows.copy()
@@ -455,17 +437,16 @@ def scarce_markdown(t:pd.DataFrame) -> pd.DataFrame:
         kid = '' if pd.isna(r.get('kid', np.nan)) else f"KID {r['kid']:.4f} (floor {r['kid_floor']:.4f}); "
         rep = f" **{int(r['replays'])} of {int(r['gen_draws'])} replay their subset**" if r.get('replays') else ''
         return f"{kid}{r['nearcopy_share']:.0%} near-copies; {int(r['gen_steps'])} steps" + rep
-    diff = lambda lo, hi: ['' if pd.isna(m) else _fmt_ci(m, a, b, signed=True) for m, a, b in zip(col('d_auc_mean'), col(lo), col(hi))]
+    diff = lambda lo, hi: ['' if pd.isna(m) else fmt_ci(m, a, b, signed=True) for m, a, b in zip(col('d_auc_mean'), col(lo), col(hi))]
     return pd.DataFrame({'data set': t['dataset'], 'real images': [f"{n} ({f:.0%})" for n, f in zip(t['n_real'], t['fraction'])],
                          'validation': [v if pd.isna(n) else f"{v} ({int(n)})" for v, n in zip(t['val'], col('n_val'))],
                          'arm': t['arm'].map(ARM_NAMES), 'loss': t['loss'],
                          'syn:real': [f"{r:g}x" if r else '' for r in t['ratio']],
                          'draws x seeds': [f"{a} x {b}" for a, b in zip(t['draws'], t['seeds'])],
-                         'AUC [95% CI]': [_fmt_ci(*x, bounds=(0, 1)) for x in zip(t['auc_mean'], t['auc_low'], t['auc_high'])],
+                         'AUC [95% CI]': [fmt_ci(*x, bounds=(0, 1)) for x in zip(t['auc_mean'], t['auc_low'], t['auc_high'])],
                          'ΔAUC vs real only [95% CI, draws]': diff('d_auc_low', 'd_auc_high'),
                          'ΔAUC [95% CI, seeds pooled]': diff('d_auc_pooled_low', 'd_auc_pooled_high'),
                          'finding': col('finding').fillna(''), 'generators': [gen(r) for _, r in t.iterrows()]})
-
 
 # %% ../nbs/09_scarce.ipynb #9ef65406
 ARM_COLOURS = {'real': 'black', 'real+aug': '#0173b2', 'real+syn': '#de8f05', 'real+syn+aug': '#029e73'}

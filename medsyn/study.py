@@ -13,10 +13,9 @@ from functools import partial
 from pathlib import Path
 
 import papermill as pm
-from .core import (MedsynError, load_settings, repo_root, save_json, load_json, run_record, split_overrides, dp_cell_name,
-                         atomic_path)
+from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, dp_cell_name, atomic_path
 from .denoisers import parse_model
-from .diffusion import train, checkpoints, clear_unfinished, sample, resolve_checkpoint
+from .diffusion import train, checkpoints, sample, resolve_checkpoint, train_or_resume
 from .metrics import evaluate
 from .classify import classify, class_fidelity
 from .explain import explain
@@ -344,10 +343,7 @@ def stage_real(ctx:StageContext) -> dict:
 
 def stage_train(ctx:StageContext):
     "Train the class-conditional diffusion model of the cell; resume an interrupted run, keep a finished one."
-    cks = checkpoints(ctx.model_dir)
-    if not cks: clear_unfinished(ctx.model_dir); return train(ctx.dataset, ctx.loss, out=ctx.model_dir, settings=ctx.settings)
-    if load_json(cks[-1]/'medsyn.json')['step'] >= ctx.settings.train_steps: return ctx.model_dir
-    return train(ctx.dataset, ctx.loss, out=ctx.model_dir, preset=ctx.preset, resume=True, **ctx.overrides)
+    return train_or_resume(ctx.dataset, ctx.loss, ctx.model_dir, ctx.settings, **ctx.overrides)
 
 def stage_sample(ctx:StageContext):
     "Generate the cell's synthetic data set and its real-vs-synthetic grid."
