@@ -48,10 +48,12 @@ REGIMES = ('real', 'synthetic', 'mixed')
 
 @dataclass(frozen=True)
 class Key:
-    "One setting: its type (`int`, `float`, `str`, `bool`, or a list of one of them), allowed values and help."
+    """One setting: its type (`int`, `float`, `str`, `bool`, or a list of one of them), allowed values, help, and for a number the
+    range it must lie in: `range` (lo, hi) inclusive, either None for no bound; a third item True makes lo exclusive (> lo)."""
     type: str
     help: str
     choices: tuple | None = None
+    range: tuple | None = None
 
 # %% ../nbs/00_core.ipynb #e05a7bb8
 DP_PREFIX = 'dp-eps'    # runs/<preset>/<dataset>/dp-eps<epsilon>/<loss>: a private generator's cell (nbs/12_dp.ipynb)
@@ -80,7 +82,7 @@ SCHEMA = {
     'image_size': Key('int', 'image size in pixels (MedMNIST sizes)', (28, 64, 128, 224)),
     'data_dir': Key('str', 'extra folder searched for MedMNIST npz files (empty: none)'),
     'cache_dir': Key('str', 'cache for converted weights and features (empty: ~/.cache/medsyn)'),
-    'train_fraction': Key('float', 'class-stratified fraction of the real training split used'),
+    'train_fraction': Key('float', 'class-stratified fraction of the real training split used', range=(0, 1, True)),
     # reproducibility
     'seed': Key('int', 'seed of a single run'),
     'seeds': Key('list[int]', 'seeds repeated by the study and the classifiers'),
@@ -92,101 +94,101 @@ SCHEMA = {
     'backbone_losses': Key('list[str]', "losses whose cells also train the extra backbones", LOSSES),
     'schedule': Key('str', 'noise schedule', ('linear', 'cosine')),
     'prediction': Key('str', 'what the UNet predicts', ('epsilon', 'v_prediction')),
-    'num_train_timesteps': Key('int', 'diffusion steps T'),
+    'num_train_timesteps': Key('int', 'diffusion steps T', range=(1, None)),
     # diffusion training
     'losses': Key('list[str]', 'loss functions in the study grid', LOSSES),
     'loss': Key('str', 'loss function of a single training run', LOSSES),
-    'huber_delta': Key('float', 'Huber loss threshold delta'),
-    'pseudo_huber_c': Key('float', 'pseudo-Huber constant c'),
-    'min_snr_gamma': Key('float', 'min-SNR loss weighting gamma (0: off)'),
-    'train_steps': Key('int', 'optimiser steps'),
-    'batch_size': Key('int', 'images per optimiser step (per device, before accumulation)'),
-    'lr': Key('float', 'peak learning rate (AdamW)'),
-    'warmup_steps': Key('int', 'linear warm-up steps before cosine decay'),
-    'weight_decay': Key('float', 'AdamW weight decay'),
-    'grad_accum': Key('int', 'gradient accumulation steps'),
-    'grad_clip': Key('float', 'gradient norm clip (0: off)'),
+    'huber_delta': Key('float', 'Huber loss threshold delta', range=(0, None, True)),
+    'pseudo_huber_c': Key('float', 'pseudo-Huber constant c', range=(0, None, True)),
+    'min_snr_gamma': Key('float', 'min-SNR loss weighting gamma (0: off)', range=(0, None)),
+    'train_steps': Key('int', 'optimiser steps', range=(1, None)),
+    'batch_size': Key('int', 'images per optimiser step (per device, before accumulation)', range=(1, None)),
+    'lr': Key('float', 'peak learning rate (AdamW)', range=(0, None, True)),
+    'warmup_steps': Key('int', 'linear warm-up steps before cosine decay', range=(0, None)),
+    'weight_decay': Key('float', 'AdamW weight decay', range=(0, None)),
+    'grad_accum': Key('int', 'gradient accumulation steps', range=(1, None)),
+    'grad_clip': Key('float', 'gradient norm clip (0: off)', range=(0, None)),
     'init_from': Key('str', "start training from this generator's EMA weights (run folder or checkpoint; same denoiser, channels and classes): public pretraining; empty: random initialisation"),
     'lr_schedule': Key('str', 'learning-rate schedule after the linear warm-up: cosine decay to 0 at train_steps, constant, or inverse_sqrt (lr * sqrt(warmup_steps / step))', ('cosine', 'constant', 'inverse_sqrt')),
-    'ema_decay': Key('float', 'EMA decay of the weights (0: no EMA)'),
-    'ema_power': Key('float', "EMA warm-up: 0 gives diffusers' default decay min(ema_decay, (1+k)/(10+k)); p > 0 gives min(ema_decay, 1-(1+k)^-p) (Karras: 2/3 short runs, 3/4 long)"),
+    'ema_decay': Key('float', 'EMA decay of the weights (0: no EMA)', range=(0, 1)),
+    'ema_power': Key('float', "EMA warm-up: 0 gives diffusers' default decay min(ema_decay, (1+k)/(10+k)); p > 0 gives min(ema_decay, 1-(1+k)^-p) (Karras: 2/3 short runs, 3/4 long)", range=(0, None)),
     'mixed_precision': Key('str', 'autocast of the denoiser and classifiers: bf16 on a GPU or a CPU (CPUs with AVX-512 bf16 or AMX gain), fp16 on a GPU only; auto = bf16 where the device runs it fast (bf16_fast), else no', ('no', 'auto', 'bf16', 'fp16')),
     'compile': Key('str', 'torch.compile mode of the denoiser and classifiers in training and sampling (no: eager)',
                    ('no', 'default', 'reduce-overhead', 'max-autotune')),
-    'label_dropout': Key('float', 'probability of the null class (classifier-free guidance)'),
+    'label_dropout': Key('float', 'probability of the null class (classifier-free guidance)', range=(0, 1)),
     'hflip': Key('bool', 'random horizontal flips during training'),
     'vflip': Key('bool', 'random vertical flips during training'),
-    'log_every': Key('int', 'steps between rows of loss.csv'),
-    'checkpoint_every': Key('int', 'steps between checkpoints'),
-    'loss_buckets': Key('int', 'timestep buckets of the per-t loss log'),
+    'log_every': Key('int', 'steps between rows of loss.csv', range=(1, None)),
+    'checkpoint_every': Key('int', 'steps between checkpoints', range=(1, None)),
+    'loss_buckets': Key('int', 'timestep buckets of the per-t loss log', range=(1, None)),
     # sampling
     'sampler': Key('str', 'sampler: DDIM, DDPM, DPM-Solver++ (2M) or UniPC', ('ddim', 'ddpm', 'dpmsolver', 'unipc')),
-    'sample_steps': Key('int', 'sampler steps'),
-    'eta': Key('float', 'DDIM eta (0: deterministic)'),
-    'guidance': Key('float', 'classifier-free guidance scale (1: none)'),
-    'samples_per_class': Key('int', 'synthetic images per class'),
-    'sample_batch_size': Key('int', 'images per sampling batch'),
+    'sample_steps': Key('int', 'sampler steps', range=(1, None)),
+    'eta': Key('float', 'DDIM eta (0: deterministic)', range=(0, 1)),
+    'guidance': Key('float', 'classifier-free guidance scale (1: none)', range=(0, None)),
+    'samples_per_class': Key('int', 'synthetic images per class', range=(1, None)),
+    'sample_batch_size': Key('int', 'images per sampling batch', range=(1, None)),
     # metrics
     'fid_features': Key('list[int]', 'Inception feature sizes for FID', (64, 192, 768, 2048)),
     'fid_weights': Key('str', 'path of FID Inception weights (empty: resolve automatically)'),
-    'fid_batch_size': Key('int', 'images per Inception batch'),
+    'fid_batch_size': Key('int', 'images per Inception batch', range=(1, None)),
     'fid_precision': Key('str', 'precision of the Inception pass: fp32, or bf16 autocast (faster on CPUs with AVX-512 bf16; features differ slightly, benchmarks/RESULTS.md); auto = bf16 where the device runs it fast, else fp32', ('fp32', 'auto', 'bf16')),
     'eval_split': Key('str', 'real split compared with synthetic images', ('train', 'val', 'test')),
-    'eval_max_images': Key('int', 'cap on images per set in evaluation (0: all)'),
-    'kid_subset_size': Key('int', 'KID subset size'),
-    'kid_subsets': Key('int', 'KID subsets'),
-    'n_bootstrap': Key('int', 'bootstrap draws for FID intervals'),
-    'prdc_k': Key('int', 'k of the k-NN precision/recall/density/coverage'),
-    'nearcopy_ratio': Key('float', 'memorisation: a synthetic image nearer its training neighbour than this times the typical real distance is a near-copy'),
+    'eval_max_images': Key('int', 'cap on images per set in evaluation (0: all)', range=(0, None)),
+    'kid_subset_size': Key('int', 'KID subset size', range=(2, None)),
+    'kid_subsets': Key('int', 'KID subsets', range=(1, None)),
+    'n_bootstrap': Key('int', 'bootstrap draws for FID intervals', range=(0, None)),
+    'prdc_k': Key('int', 'k of the k-NN precision/recall/density/coverage', range=(1, None)),
+    'nearcopy_ratio': Key('float', 'memorisation: a synthetic image nearer its training neighbour than this times the typical real distance is a near-copy', range=(0, None, True)),
     # classifiers
     'archs': Key('list[str]', 'classifier architectures', ARCHS),
     'regimes': Key('list[str]', 'classifier training regimes', REGIMES),
-    'clf_epochs': Key('int', 'classifier epochs'),
-    'clf_batch_size': Key('int', 'classifier batch size'),
-    'clf_min_steps': Key('int', 'fewest classifier optimiser steps: small training sets get more epochs (0: clf_epochs as given)'),
-    'clf_lr': Key('float', 'classifier learning rate (Adam)'),
+    'clf_epochs': Key('int', 'classifier epochs', range=(1, None)),
+    'clf_batch_size': Key('int', 'classifier batch size', range=(1, None)),
+    'clf_min_steps': Key('int', 'fewest classifier optimiser steps: small training sets get more epochs (0: clf_epochs as given)', range=(0, None)),
+    'clf_lr': Key('float', 'classifier learning rate (Adam)', range=(0, None, True)),
     'pretrained': Key('str', 'ImageNet weights for torchvision classifiers', ('false', 'true', 'required')),
-    'mix_ratio': Key('float', 'synthetic images per real image in the mixed regime'),
-    'fractions': Key('list[float]', 'real training fractions of the scarce-data experiment (those below 1)'),
+    'mix_ratio': Key('float', 'synthetic images per real image in the mixed regime', range=(0, None)),
+    'fractions': Key('list[float]', 'real training fractions of the scarce-data experiment (those below 1)', range=(0, 1, True)),
     # the scarce-data experiment (nbs/09_scarce.ipynb)
     'low_data_datasets': Key('list[str]', "data sets that run the scarce-data experiment ('all': every data set of the grid)", DATASETS_2D + ('all',)),
     'low_data_losses': Key('list[str]', "losses whose cells train scarce-data generators ('all': every loss of the grid)", LOSSES + ('all',)),
     'low_data_subset_seeds': Key('list[int]', 'independent draws of each scarce-data subset: each seed draws its own training (and validation) subset, with its own generator and arms'),
     'low_data_val': Key('list[str]', "validation images the scarce-data arms pick their epoch on: scarce (the same fraction of the validation split, drawn with the subset) or full (all of it); a list runs both", ('scarce', 'full')),
     'low_data_seeds': Key('list[int]', 'classifier seeds of each scarce-data arm (paired across arms)'),
-    'low_data_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arm (a list sweeps them; "+ synthetic + classical" takes the first)'),
-    'low_data_max_synthetic': Key('int', 'sweep a ratio of low_data_ratios only where it asks for at most this many synthetic images (0: every ratio everywhere; the first ratio always runs)'),
-    'low_data_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)'),
-    'low_data_max_steps': Key('int', 'most optimiser steps of a scarce-data generator (0: train_steps); low_data_max_epochs caps small subsets'),
-    'low_data_batch_size': Key('int', 'batch size of a scarce-data generator (0: batch_size)'),
-    'low_data_workers': Key('int', 'scarce-data draws run at once, each in its own process with its share of the CPU threads (CPU: 2 on 2 cores gives ~1.3x; GPU: 1)'),
+    'low_data_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arm (a list sweeps them; "+ synthetic + classical" takes the first)', range=(0, None, True)),
+    'low_data_max_synthetic': Key('int', 'sweep a ratio of low_data_ratios only where it asks for at most this many synthetic images (0: every ratio everywhere; the first ratio always runs)', range=(0, None)),
+    'low_data_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)', range=(1, None)),
+    'low_data_max_steps': Key('int', 'most optimiser steps of a scarce-data generator (0: train_steps); low_data_max_epochs caps small subsets', range=(0, None)),
+    'low_data_batch_size': Key('int', 'batch size of a scarce-data generator (0: batch_size)', range=(0, None)),
+    'low_data_workers': Key('int', 'scarce-data draws run at once, each in its own process with its share of the CPU threads (CPU: 2 on 2 cores gives ~1.3x; GPU: 1)', range=(1, None)),
     # privacy (nbs/10_privacy.ipynb)
-    'privacy_max_images': Key('int', 'membership inference: members audited per generator, and as many non-members (0: all)'),
+    'privacy_max_images': Key('int', 'membership inference: members audited per generator, and as many non-members (0: all)', range=(0, None)),
     # differential privacy (nbs/12_dp.ipynb): DP-SGD with Opacus, a setting of the one trainer
-    'dp_epsilon': Key('float', 'train the denoiser with DP-SGD (Opacus) to this (epsilon, dp_delta) guarantee; inf: not private'),
-    'dp_delta': Key('float', 'delta of the DP guarantee, at most 1/(10 N) for N training images (0: 1/(10 N))'),
-    'dp_max_grad_norm': Key('float', 'DP-SGD: each image clips its gradient to this L2 norm'),
-    'dp_noise_multiplicity': Key('int', 'DP-SGD: (timestep, noise) draws per image, their gradients averaged before clipping (Dockhorn et al. 2023)'),
-    'dp_physical_batch': Key('int', 'DP-SGD: most image x draw rows per backward pass (per-sample gradients cost memory; a Poisson batch is split)'),
-    'dp_epsilons': Key('list[float]', "study grid: a private cell per finite epsilon (runs/<preset>/<dataset>/dp-eps<e>/<loss>); inf: the non-private cells only"),
+    'dp_epsilon': Key('float', 'train the denoiser with DP-SGD (Opacus) to this (epsilon, dp_delta) guarantee; inf: not private', range=(0, None, True)),
+    'dp_delta': Key('float', 'delta of the DP guarantee, at most 1/(10 N) for N training images (0: 1/(10 N))', range=(0, 1)),
+    'dp_max_grad_norm': Key('float', 'DP-SGD: each image clips its gradient to this L2 norm', range=(0, None, True)),
+    'dp_noise_multiplicity': Key('int', 'DP-SGD: (timestep, noise) draws per image, their gradients averaged before clipping (Dockhorn et al. 2023)', range=(1, None)),
+    'dp_physical_batch': Key('int', 'DP-SGD: most image x draw rows per backward pass (per-sample gradients cost memory; a Poisson batch is split)', range=(1, None)),
+    'dp_epsilons': Key('list[float]', "study grid: a private cell per finite epsilon (runs/<preset>/<dataset>/dp-eps<e>/<loss>); inf: the non-private cells only", range=(0, None, True)),
     'dp_datasets': Key('list[str]', "data sets whose grid has the private cells ('all': every data set of the grid)", DATASETS_2D + ('all',)),
     'dp_losses': Key('list[str]', "losses of the private cells", LOSSES),
     'dp_public': Key('list[str]', "study grid: <private>:<public> pairs; the private cells of <private> start from <public>'s non-private generator of the same loss (public pretraining); none: from scratch"),
     # LIME
-    'lime_images': Key('int', 'test images explained per data set'),
-    'lime_samples': Key('int', 'perturbed samples per LIME explanation'),
-    'lime_segments': Key('int', 'SLIC superpixels per 28 px image'),
-    'lime_top_k': Key('int', 'top superpixels compared between explanations'),
-    'audit_train_images': Key('int', 'memorisation audit: training images searched in Inception space (0: all; pixel space always uses all)'),
+    'lime_images': Key('int', 'test images explained per data set', range=(1, None)),
+    'lime_samples': Key('int', 'perturbed samples per LIME explanation', range=(1, None)),
+    'lime_segments': Key('int', 'SLIC superpixels per 28 px image', range=(1, None)),
+    'lime_top_k': Key('int', 'top superpixels compared between explanations', range=(1, None)),
+    'audit_train_images': Key('int', 'memorisation audit: training images searched in Inception space (0: all; pixel space always uses all)', range=(0, None)),
 }
 
 # %% ../nbs/00_core.ipynb #0059d5d3
 SCHEMA.update({
     'slurm_partition': Key('str', 'Slurm partition of the cell jobs (empty: the cluster default)'),
-    'slurm_gpus_per_cell': Key('int', 'GPUs per cell job (--executor slurm; local jobs get them only where there are any)'),
-    'slurm_cpus_per_cell': Key('int', 'CPU cores per cell job'),
-    'slurm_mem_gb': Key('int', 'memory per cell job in GB'),
-    'slurm_time_min': Key('int', 'wall-time limit per cell job in minutes'),
+    'slurm_gpus_per_cell': Key('int', 'GPUs per cell job (--executor slurm; local jobs get them only where there are any)', range=(0, None)),
+    'slurm_cpus_per_cell': Key('int', 'CPU cores per cell job', range=(1, None)),
+    'slurm_mem_gb': Key('int', 'memory per cell job in GB', range=(1, None)),
+    'slurm_time_min': Key('int', 'wall-time limit per cell job in minutes', range=(1, None)),
 })
 
 # %% ../nbs/00_core.ipynb #e4f9b5b4
@@ -220,6 +222,13 @@ def parse_value(key:str, v:Any):
         if not items: raise MedsynError(f"setting '{key}' needs at least one value")
         out = [_scalar(key, typ, s) for s in items]
     else: out = _scalar(key, spec.type, v)
+    if spec.range is not None:
+        lo, hi, strict = (*spec.range, False)[:3]
+        for o in (out if isinstance(out, list) else [out]):
+            if (lo is not None and (o <= lo if strict else o < lo)) or (hi is not None and o > hi):
+                want = ' and '.join(x for x in ((f"> {lo}" if strict else f">= {lo}") if lo is not None else '',
+                                                 f"<= {hi}" if hi is not None else '') if x)
+                raise MedsynError(f"setting '{key}' must be {want}, got {o!r}")
     if spec.choices is not None:
         for o in (out if isinstance(out, list) else [out]):
             if o not in spec.choices:

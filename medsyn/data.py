@@ -245,6 +245,15 @@ def sidecar_path(path) -> Path:
     "The JSON side-car of an npz file."
     return Path(path).with_suffix('.json')
 
+def _not_npz(path) -> str:
+    "Why the file at `path` is not an npz ('' when it starts like one: a zip archive)."
+    with open(path, 'rb') as f: head = f.read(64)
+    if head[:4] in (b'PK\x03\x04', b'PK\x05\x06'): return ''
+    if head[:6] == b'\x93NUMPY': return "it is a single .npy array (np.save), not an archive with train_images/train_labels"
+    if not head: return "it is empty"
+    text = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    return f"it starts with {head[:24]!r}" + (" (it is a text file)" if text else "")
+
 def load_npz(path, split:str='train', flag:str|None=None) -> MedMNISTSplit:
     "Open a MedMNIST-format npz (real or synthetic); its data set from its JSON side-car, or `flag` when it has none (they must agree)."
     path = Path(path)
@@ -257,6 +266,8 @@ def load_npz(path, split:str='train', flag:str|None=None) -> MedMNISTSplit:
         raise MedsynError(f"{path} has no side-car JSON ({sidecar_path(path).name}) naming its data set. Name it: "
                           f"--dataset/--real FLAG on the command line, flag='...' in Python, or write "
                           f"{sidecar_path(path)} as {{\"flag\": \"breastmnist\"}} (with its data set's flag)")
+    not_npz = _not_npz(path)
+    if not_npz: raise MedsynError(f"{path} is not an npz file (NumPy's zip of named arrays, as MedMNIST ships): {not_npz}")
     try:
         with np.load(path, allow_pickle=False) as z: images, labels = z[f'{split}_images'], z[f'{split}_labels']
     except KeyError: raise MedsynError(f"{path} has no '{split}_images'/'{split}_labels' arrays") from None

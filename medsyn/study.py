@@ -6,14 +6,16 @@ Docs: https://medsyn.github.io/medsyn/study.html.md"""
 
 # %% ../nbs/06_study.ipynb #e675495f
 from __future__ import annotations
-import argparse, json, math, os, shutil, sys, tarfile, threading, time
+import argparse, json, math, os, shutil, sys, tarfile, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import papermill as pm
+from traitlets.config import Config
 from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, dp_cell_name, atomic_path
+from .data import check_conditioning, medmnist_info
 from .denoisers import parse_model
 from .diffusion import train, checkpoints, sample, resolve_checkpoint, train_or_resume
 from .metrics import evaluate
@@ -25,8 +27,8 @@ from .cluster import RunLock, LockHeld, check_runs_format, sweep_partial, run_ce
 
 # %% auto #0
 __all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'dp_public', 'plan',
-           'study_notebooks_dir', 'run_notebook', 'run_cell', 'run_study', 'write_bundle', 'StageContext', 'context',
-           'stage_real', 'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce',
+           'study_notebooks_dir', 'run_notebook', 'run_cell', 'check_grid', 'run_study', 'write_bundle', 'StageContext',
+           'context', 'stage_real', 'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce',
            'stage_privacy', 'ensure', 'study_cli']
 
 # %% ../nbs/06_study.ipynb #09c2b166
@@ -113,8 +115,12 @@ def run_notebook(name:str, out:Path, parameters:dict, log=None) -> Path:
     src = study_notebooks_dir()/f'{name}.ipynb'
     if not src.exists(): raise MedsynError(f"study notebook not found: {src}")
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name='python3', progress_bar=False,
-                        cwd=str(repo_root()), log_output=False)
+    with tempfile.TemporaryDirectory(prefix='medsyn-kernel-') as d:
+        # the kernel talks to papermill over local sockets in a private folder (IPC), not over TCP ports: nothing listens on the
+        # network, and ipykernel has no "running over TCP without encryption" warning to print into the study's progress
+        c = Config(); c.KernelManager.transport = 'ipc'; c.KernelManager.ip = os.path.join(d, 'kernel')
+        pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name='python3', progress_bar=False,
+                            cwd=str(repo_root()), log_output=False, config=c)
     return out
 
 # %% ../nbs/06_study.ipynb #c2cfaad6
@@ -266,6 +272,12 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
     return summary
 
 # %% ../nbs/06_study.ipynb #04a1e80f
+def check_grid(s, cells:list):
+    "Raise before anything starts if a cell of the grid cannot run: a data set without one class per image (e.g. chestmnist)."
+    for d in dict.fromkeys(c.dataset for c in cells):
+        try: check_conditioning(medmnist_info(d))
+        except MedsynError as e: raise MedsynError(f"the grid cannot run {d}: {e}") from None
+
 def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, executor:str='inprocess', out=None, **kw) -> dict:
     """Run the study grid with papermill; then the report notebook. Returns {'results': [...], 'failed': [...], 'unfinished': [...]}.
     `time_limit` (seconds): stop cleanly before it (training saves its state; no stage starts after it); the same call continues.
@@ -273,7 +285,8 @@ def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, 
     `executor`: inprocess, local or slurm; `wait_lock`: wait for another study that holds `runs_dir`, instead of refusing."""
     if executor not in ('inprocess', 'local', 'slurm'): raise MedsynError(f"unknown executor '{executor}'. Executors: inprocess, local, slurm")
     over = {**(kw.get('overrides') or {}), **{k: kw[k] for k in ('seeds', 'datasets', 'losses') if kw.get(k) is not None}}
-    load_settings(preset, **over)                      # a bad preset, key or value: refused before anything is written
+    s = load_settings(preset, **over)                  # a bad preset, key or value: refused before anything is written
+    check_grid(s, plan(preset, runs_dir=runs_dir, settings=s))    # so is a grid whose cells cannot run
     if kw.get('time_limit') is not None and kw['time_limit'] <= 0: raise MedsynError(f"--time-limit must be a positive number of seconds, got {kw['time_limit']}")
     check_runs_format(runs_dir, write=False)           # an incompatible runs folder: refused before it is locked or touched
     with RunLock(Path(runs_dir)/'medsyn.lock', wait=wait_lock, out=out):

@@ -228,13 +228,16 @@ def test_training_refuses_bad_requests(straight, tmp_path):
         D.train("breastmnist", "huber", tmp_path / "empty", preset="smoke", resume=True)
     with pytest.raises(MedsynError, match="needs an output folder"):
         D.train("breastmnist", "huber", None, preset="smoke")
-    with pytest.raises(MedsynError, match="huber_delta must be > 0"):
+    with pytest.raises(MedsynError, match="'huber_delta' must be > 0"):
         D.train("breastmnist", "huber", tmp_path / "h", preset="smoke", huber_delta=0)
 
 
 def test_cli_errors_exit_2_with_a_message(cli, tmp_path):
     p = cli("train", "--dataset", "breastmnist", "--loss", "l3", "--preset", "smoke", "--out", tmp_path / "x")
     assert p.returncode == 2 and "Allowed: l2, l1, huber, pseudo_huber" in p.stderr
+    p = cli("train", "--dataset", "breastmnist", "--preset", "smoke", "--lr", "-1", "--out", tmp_path / "x")
+    assert p.returncode == 2 and "setting 'lr' must be > 0, got -1.0" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "x").exists()
     p = cli("sample", "--checkpoint", tmp_path, "--per-class", "2", "--out", tmp_path / "y.npz")
     assert p.returncode == 2 and "is not a medsyn checkpoint" in p.stderr
 

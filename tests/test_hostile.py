@@ -54,6 +54,8 @@ def _npz(kind, d, v):
     np.savez(p, **arrays)
     if kind == "truncated":
         b = p.read_bytes(); p.write_bytes(b[: len(b) // 2])
+    elif kind == "text_file": p.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    elif kind == "single_npy": np.save(d / "one.npy", x); (d / "one.npy").replace(p)
     p.with_suffix(".json").write_text(json.dumps(side))
     return p
 
@@ -72,6 +74,8 @@ NPZ_CASES = {
     "count_mismatch": "4 images but 3 labels",
     "pickled_objects": "never unpickles",
     "truncated": "is not a readable npz file",
+    "text_file": "is not an npz file (NumPy's zip of named arrays, as MedMNIST ships): it starts with b'root:x:0:0:root:/root:/b' (it is a text file)",
+    "single_npy": "it is a single .npy array (np.save)",
 }
 
 

@@ -43,6 +43,21 @@ def test_failing_cells_are_recorded_and_others_complete(study):
         assert (runs / "breastmnist" / cell / "DONE.json").exists(), cell
 
 
+def test_kernels_and_progress_bars_print_no_noise(study):
+    "The kernels talk over IPC (no 'running over TCP without encryption' warning); tqdm finds ipywidgets in every notebook."
+    out = study["first"].stdout + study["first"].stderr
+    assert "without encryption" not in out and "IProgress not found" not in out
+    for nb in study["runs"].rglob("*.ipynb"):
+        assert "IProgress not found" not in nb.read_text(), nb
+
+
+def test_a_grid_that_cannot_run_is_refused_before_anything_is_written(cli, tmp_path):
+    p = cli("study", "--preset", "smoke", "--datasets", "chestmnist", "--runs-dir", tmp_path / "runs",
+            "--figures-dir", tmp_path / "figures", "--tables-dir", tmp_path / "tables")
+    assert p.returncode == 2 and "the grid cannot run chestmnist: chestmnist is multi-label" in p.stderr, p.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_parameters_are_injected(study):
     src = _injected(study["runs"] / "breastmnist" / "l2" / "train.ipynb")
     assert 'loss = "l2"' in src and 'dataset = "breastmnist"' in src and 'preset = "smoke"' in src
