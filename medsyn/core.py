@@ -225,7 +225,7 @@ def parse_value(key:str, v:Any):
     if spec.range is not None:
         lo, hi, strict = (*spec.range, False)[:3]
         for o in (out if isinstance(out, list) else [out]):
-            if (lo is not None and (o <= lo if strict else o < lo)) or (hi is not None and o > hi):
+            if o != o or (lo is not None and (o <= lo if strict else o < lo)) or (hi is not None and o > hi):   # NaN: never
                 want = ' and '.join(x for x in ((f"> {lo}" if strict else f">= {lo}") if lo is not None else '',
                                                  f"<= {hi}" if hi is not None else '') if x)
                 raise MedsynError(f"setting '{key}' must be {want}, got {o!r}")
