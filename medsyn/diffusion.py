@@ -7,7 +7,9 @@ Docs: https://medsyn.github.io/medsyn/diffusion.html.md"""
 # %% ../nbs/02_diffusion.ipynb #582537b3
 from __future__ import annotations
 import argparse, contextlib, csv, io, json, math, os, random, shutil, signal, sys, tempfile, threading, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +33,10 @@ from .dp import dp_enabled, check_dp, make_private, poisson_indices, average_mul
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MARKER', 'RESUMABLE', 'SAMPLERS', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'Batches',
-           'checkpoints', 'resolve_checkpoint', 'clear_unfinished', 'loss_columns', 'read_loss_csv',
-           'load_training_state', 'train_step', 'dp_step', 'dp_spent', 'train', 'lr_schedule', 'plot_loss',
-           'train_or_resume', 'pretrained_start', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli',
-           'sample_cli']
+           'checkpoints', 'resolve_checkpoint', 'clear_unfinished', 'loss_columns', 'read_loss_csv', 'lr_schedule',
+           'train_settings', 'load_training_state', 'TrainRun', 'build_run', 'restore', 'start_log', 'dp_spent',
+           'save_state', 'LossLog', 'train_step', 'dp_step', 'run_steps', 'train', 'plot_loss', 'train_or_resume',
+           'pretrained_start', 'load_model', 'make_sampler', 'generate', 'sample', 'train_cli', 'sample_cli']
 
 # %% ../nbs/02_diffusion.ipynb #bf586e06
 SCHEDULES = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}
@@ -189,9 +191,54 @@ def read_loss_csv(run) -> 'pd.DataFrame':
 
 def _fmt(v): return '' if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
 
-# %% ../nbs/02_diffusion.ipynb #8f223c17
+# %% ../nbs/02_diffusion.ipynb #343a47b3
+def lr_schedule(opt, kind:str, warmup:int, total:int):
+    "A `LambdaLR`: linear warm-up over `warmup` steps, then `kind`: cosine decay to 0 at `total`, constant, or inverse_sqrt."
+    if kind == 'cosine': return get_cosine_schedule_with_warmup(opt, warmup, total)
+    if kind == 'constant': return get_constant_schedule_with_warmup(opt, warmup)
+    if kind == 'inverse_sqrt':
+        w = max(1, warmup)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: k / w if k < w else math.sqrt(w / k))
+    raise MedsynError(f"unknown lr_schedule {kind!r}. Allowed: cosine, constant, inverse_sqrt")
+
+
+# %% ../nbs/02_diffusion.ipynb #4e5ef72d
 RESUMABLE = ('train_steps', 'checkpoint_every', 'log_every', 'device', 'data_dir', 'cache_dir')
 
+def _resume_settings(out:Path, dataset:str, loss, preset, overrides:dict):
+    cfg = load_json(out/'config.json')
+    if cfg.get('flag') != dataset:
+        raise MedsynError(f"{out} is a run on '{cfg.get('flag')}', not '{dataset}': resume with --dataset {cfg.get('flag')}")
+    saved = load_settings(cfg['settings'].get('preset'), **{k: v for k, v in cfg['settings'].items() if k != 'preset'})
+    asked = {**overrides, **({'loss': loss} if loss is not None else {})}
+    changed = {k: v for k, v in asked.items() if k not in RESUMABLE and saved.replace(**{k: v})[k] != saved[k]}
+    if changed:
+        raise MedsynError(f"cannot change {', '.join(sorted(changed))} when resuming {out} (the run was trained with "
+                          f"{', '.join(f'{k}={saved[k]}' for k in sorted(changed))}). Only {', '.join(RESUMABLE)} may change.")
+    return saved.replace(**{k: v for k, v in asked.items() if k in RESUMABLE})
+
+def train_settings(dataset:str, loss, out:Path, preset:str='smoke', resume:bool=False, settings=None, overrides:dict|None=None):
+    """The checked settings of a run into `out`: a resumed run's own (where only `RESUMABLE` ones may change), else `settings` (or
+    `preset`) with `overrides` and `loss`. Refuses a data set without one class per image and a folder that already holds a run."""
+    overrides = overrides or {}
+    check_conditioning(medmnist_info(dataset))
+    if resume:
+        if not checkpoints(out): raise MedsynError(f"nothing to resume in {out}: it has no checkpoints/step-*/ folder")
+        s = _resume_settings(out, dataset, loss, preset, overrides)
+    else:
+        if checkpoints(out) or (out/'loss.csv').exists():
+            raise MedsynError(f"{out} already holds a training run: pass resume=True (--resume) to continue it, or choose another folder")
+        s = settings if settings is not None else load_settings(preset, **overrides)
+        if settings is not None and overrides: s = s.replace(**overrides)
+        if loss is not None: s = s.replace(loss=loss)
+    if not s.label_dropout < 1: raise MedsynError(f"label_dropout must be in [0, 1), got {s.label_dropout}")
+    if not s.ema_decay < 1: raise MedsynError(f"ema_decay must be in [0, 1), got {s.ema_decay}")
+    if not s.ema_power <= 1: raise MedsynError(f"ema_power must be in [0, 1] (0: diffusers' default warm-up), got {s.ema_power}")
+    if not math.isfinite(s.lr): raise MedsynError(f"lr must be a positive number, got {s.lr}")
+    diffusion_loss(torch.zeros(1, 1), torch.zeros(1, 1), s.loss, s.huber_delta, s.pseudo_huber_c)  # checks the loss's parameters
+    return s
+
+# %% ../nbs/02_diffusion.ipynb #c9ec8476
 def _rng_state(batches):
     "Every generator's state, as tensors, numbers and strings only (so `torch.load(..., weights_only=True)` reads it)."
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -217,18 +264,172 @@ def load_training_state(ck) -> dict:
                           "by medsyn before 2026-11-25 kept NumPy objects that only a full unpickle reads, and medsyn never unpickles "
                           "a file it was handed: start the run afresh, or sample from the checkpoint as it is.") from None
 
-def _resume_settings(out:Path, dataset:str, loss, preset, overrides:dict):
-    cfg = load_json(out/'config.json')
-    if cfg.get('flag') != dataset:
-        raise MedsynError(f"{out} is a run on '{cfg.get('flag')}', not '{dataset}': resume with --dataset {cfg.get('flag')}")
-    saved = load_settings(cfg['settings'].get('preset'), **{k: v for k, v in cfg['settings'].items() if k != 'preset'})
-    asked = {**overrides, **({'loss': loss} if loss is not None else {})}
-    changed = {k: v for k, v in asked.items() if k not in RESUMABLE and saved.replace(**{k: v})[k] != saved[k]}
-    if changed:
-        raise MedsynError(f"cannot change {', '.join(sorted(changed))} when resuming {out} (the run was trained with "
-                          f"{', '.join(f'{k}={saved[k]}' for k in sorted(changed))}). Only {', '.join(RESUMABLE)} may change.")
-    return saved.replace(**{k: v for k, v in asked.items() if k in RESUMABLE})
+# %% ../nbs/02_diffusion.ipynb #055ca817
+@dataclass
+class TrainRun:
+    "What a training run holds while it trains: its settings, accelerator, data stream, denoiser, EMA, optimiser (`build_run`)."
+    s: Any; out: Path; dataset: str; acc: Any; amp: Any; precision: str
+    ds: Any; real_images: dict; g: Any; batches: Any; scheduler: Any
+    unet: Any; net: Any; cls: type; net_config: dict; ema: Any; ema_unet: Any; opt: Any; sched: Any; meta: dict
+    dprec: dict | None = None; noise_g: Any = None; started: dict | None = None
+    @property
+    def dp(self) -> bool: return self.dprec is not None
+    @property
+    def main(self) -> bool: return self.acc.is_main_process
 
+def _accelerator(s) -> tuple:
+    """(accelerator, precision, CPU autocast). A GPU's autocast (and fp16's loss scaling) is accelerate's; a CPU's bf16 autocast is
+    ours: accelerate's state is one per process and cannot change precision between two runs of one notebook or study."""
+    dev = get_device(s.device)
+    mp = 'no' if dp_enabled(s) else resolve_precision(s.mixed_precision, dev)      # DP-SGD: per-sample gradients in fp32
+    amp = autocast(dev, mp) if dev.type == 'cpu' else None                       # refuses fp16 on a CPU
+    acc = Accelerator(cpu=dev.type == 'cpu', gradient_accumulation_steps=s.grad_accum, mixed_precision=mp if dev.type == 'cuda' else 'no')
+    return acc, mp, amp
+
+def _training_data(dataset:str, s, acc) -> tuple:
+    "(images, which real images they are, the batch generator, `Batches`): the training split (or its `train_fraction`) on the device."
+    seed_everything(s.seed)
+    ds = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
+    seen = subset_indices(ds, s.train_fraction, s.seed)          # the same draw as the classifiers' (medsyn.scarce.real_subset)
+    if s.train_fraction < 1: ds = ds.subset(seen)
+    check_dp(s, len(ds), acc.num_processes)
+    real_images = dict(split='train', fraction=s.train_fraction, subset_seed=s.seed, n=len(seen), digest=indices_digest(seen),
+                       indices=seen.tolist() if s.train_fraction < 1 else None)   # which real images the model saw
+    x, y = to_tensor(ds.images).to(acc.device), torch.from_numpy(ds.labels).to(acc.device)
+    g = torch.Generator(device=acc.device).manual_seed(s.seed * 1000 + acc.process_index)
+    return ds, real_images, g, Batches(x, y, s.batch_size, g, ds.n_classes, s.label_dropout, s.hflip, s.vflip)
+
+def build_run(dataset:str, s, out:Path, last:Path|None=None) -> TrainRun:
+    """Everything a run trains with: data, scheduler, the denoiser (new, from `init_from`, or checkpoint `last`'s when resuming), its
+    EMA, AdamW and the learning-rate schedule, wrapped by accelerate (or by Opacus for DP-SGD)."""
+    acc, mp, amp = _accelerator(s)
+    dev, dp = acc.device, dp_enabled(s)
+    ds, real_images, g, batches = _training_data(dataset, s, acc)
+    scheduler = make_scheduler(s.schedule, s.prediction, s.num_train_timesteps)
+    started = None                                    # init_from: another generator's weights to start from (public pretraining)
+    if last is not None: unet = load_denoiser(last/'unet')
+    else:
+        unet = make_denoiser(ds.n_channels, ds.n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
+        if s.init_from: started = pretrained_start(s.init_from, unet, dataset, private=dp)
+    cls, net_config = type(unet), dict(unet.config)   # before accelerate wraps it (DDP has no .config)
+    ema_unet = cls.from_config(unet.config)           # a shell to save the EMA weights with save_pretrained
+    ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config,
+                   **(dict(use_ema_warmup=True, inv_gamma=1.0, power=s.ema_power) if s.ema_power > 0 else {}))
+    opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
+    sched = lr_schedule(opt, s.lr_schedule, s.warmup_steps * acc.num_processes, s.train_steps * acc.num_processes)
+    dprec = noise_g = None
+    if dp:      # Opacus wraps the denoiser (per-sample gradients) and the optimiser (clip, noise); accelerate stays out of it
+        noise_g = torch.Generator(device=dev).manual_seed(s.seed * 1000 + 999)
+        if last is not None: noise_g.set_state(load_training_state(last)['dp_noise'])
+        unet, opt, dprec = make_private(unet.to(dev), opt, len(ds), s, noise_g)
+        batches.q = dprec['sample_rate']
+        if last is not None and load_json(out/'config.json')['dp']['steps'] != s.train_steps:
+            raise MedsynError(f"{out} is a private run calibrated for {load_json(out/'config.json')['dp']['steps']} steps: its noise would not "
+                              f"cover {s.train_steps} (it would spend more than dp_epsilon = {s.dp_epsilon}). Keep train_steps, or train a new run.")
+    else: unet, opt, sched = acc.prepare(unet, opt, sched)
+    ema.to(dev)
+    meta = dict(flag=dataset, image_size=s.image_size, n_channels=ds.n_channels, n_classes=ds.n_classes,
+                label_names=ds.label_names, null_class=ds.n_classes, loss=s.loss, prediction=s.prediction,
+                schedule=s.schedule, label_dropout=s.label_dropout, model=s.model, backbone=parse_model(s.model)[0])
+    net = unet._module if dp else acc.unwrap_model(unet)     # the denoiser itself: what EMA follows and checkpoints keep
+    return TrainRun(s=s, out=out, dataset=dataset, acc=acc, amp=amp, precision=mp, ds=ds, real_images=real_images, g=g, batches=batches,
+                    scheduler=scheduler, unet=unet, net=net, cls=cls, net_config=net_config, ema=ema, ema_unet=ema_unet, opt=opt,
+                    sched=sched, meta=meta, dprec=dprec, noise_g=noise_g, started=started)
+
+# %% ../nbs/02_diffusion.ipynb #7481c049
+def restore(run:TrainRun, last:Path) -> int:
+    "Put `run`'s optimiser, schedule, EMA and every random stream back where checkpoint `last` left them; return its step."
+    st, acc, s = load_training_state(last), run.acc, run.s
+    run.opt.load_state_dict(st['optimizer']); run.sched.load_state_dict(st['lr_scheduler'])
+    run.ema.load_state_dict(st['ema']); run.ema.to(acc.device)
+    _set_rng_state(st['rng'], run.batches); step = st['step']
+    if acc.process_index > 0:                     # only the main process's data stream is saved: give the others fresh ones
+        run.g.manual_seed(s.seed * 1000 + acc.process_index + 1_000_003 * step); run.batches.perm = None
+    ls = getattr(run.sched, 'scheduler', run.sched)   # the lr of the next step from the (possibly longer) schedule
+    for grp, lam, base in zip(run.opt.param_groups, ls.lr_lambdas, ls.base_lrs): grp['lr'] = base * lam(ls.last_epoch)
+    return step
+
+def start_log(run:TrainRun, step:int, resume:bool=False):
+    """Write the run's record (`config.json`: settings, versions, the images it saw, the denoiser) and `loss.csv`'s header; a resumed
+    run keeps its record (adding the resume) and its rows up to `step`, dropping those logged after the checkpoint."""
+    if not run.main: return
+    s, out = run.s, run.out
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}
+        rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
+    else:
+        rec = run_record(s, seed=s.seed, **run.meta, denoiser_config=run.net_config, denoiser=run.cls.__name__,
+                         n_params=n_params(run.unet), n_train_images=len(run.ds), real_images=run.real_images,
+                         processes=run.acc.num_processes, device=str(run.acc.device), precision=run.precision,
+                         **({'dp': run.dprec} if run.dp else {}), **({'started_from': run.started} if run.started else {}))
+    save_json(rec, out/'config.json')
+    rows = []
+    if resume and (out/'loss.csv').exists():
+        with open(out/'loss.csv') as f: rows = [r for r in csv.reader(f)][1:]
+        rows = [r for r in rows if int(r[0]) <= step]
+    with atomic_path(out/'loss.csv') as tmp:
+        with open(tmp, 'w', newline='') as f:
+            w = csv.writer(f); w.writerow(loss_columns(s.loss_buckets)); w.writerows(rows)
+
+def dp_spent(dprec:dict, step:int) -> dict:
+    "What a private run has spent after `step` steps: ε from Opacus' RDP and PRV accountants at the run's δ."
+    a = (dprec['noise_multiplier'], dprec['sample_rate'], step, dprec['delta'])
+    return dict(step=int(step), delta=dprec['delta'], epsilon=epsilon_spent(*a, 'rdp'), epsilon_prv=epsilon_spent(*a, 'prv'),
+                target_epsilon=dprec['target_epsilon'])
+
+def save_state(run:TrainRun, step:int):
+    "Checkpoint `run` at `step`: weights, EMA weights, scheduler, its record, and the state a resume needs (optimiser, EMA, RNG)."
+    if run.main:
+        state = {'optimizer': run.opt.state_dict(), 'lr_scheduler': run.sched.state_dict(), 'ema': run.ema.state_dict(),
+                 'step': step, 'rng': _rng_state(run.batches)}
+        if run.dp: state['dp_noise'] = run.noise_g.get_state()
+        run.ema.copy_to(run.ema_unet.parameters())
+        _write_checkpoint(run.out/'checkpoints'/f'step-{step:06d}', run.net, run.ema_unet, run.scheduler,
+                          {**run.meta, 'step': step, 'settings': run.s.to_dict(), **({'dp': dp_spent(run.dprec, step)} if run.dp else {})}, state)
+    if run.acc.num_processes > 1: run.acc.wait_for_everyone()
+
+# %% ../nbs/02_diffusion.ipynb #e10898fd
+class LossLog:
+    """The loss of each window of `log_every` steps and of each timestep bucket, kept on the device and read once a window (the one
+    host sync of a window), appended to `loss.csv` with the learning rate and images per second."""
+    def __init__(self, run:TrainRun, step:int):
+        s, dev = run.s, run.acc.device
+        self.run, self.nb, self.T = run, s.loss_buckets, s.num_train_timesteps
+        self.bsum, self.bcnt = torch.zeros(self.nb, device=dev), torch.zeros(self.nb, device=dev)
+        self.win, self.n, self.start, self.t0 = torch.zeros(s.log_every, device=dev), 0, step, time.perf_counter()
+        self.imgs_per_step = (run.dprec['expected_batch_size'] * s.dp_noise_multiplicity if run.dp
+                              else s.batch_size * s.grad_accum * run.acc.num_processes)
+
+    def add(self, loss, per, t):
+        "One step's mean loss, and its per-image losses at timesteps `t` into their buckets (no host sync)."
+        b = (t * self.nb // self.T).clamp_(max=self.nb - 1)
+        self.bsum.index_add_(0, b, per.float()); self.bcnt.index_add_(0, b, torch.ones_like(per, dtype=torch.float))
+        self.win[self.n] = loss; self.n += 1
+
+    def check(self) -> list:
+        "The window's step losses (read from the device); raise at the first non-finite one."
+        vals, s = self.win[:self.n].tolist(), self.run.s
+        bad = [k for k, v in enumerate(vals) if not math.isfinite(v)]
+        if bad:
+            raise MedsynError(f"loss is {vals[bad[0]]} at step {self.start + bad[0] + 1} ({s.loss} loss, lr {s.lr}): training stopped. "
+                              f"The last good checkpoint is kept in {self.run.out/'checkpoints'}. Try a lower --lr, "
+                              "--loss huber or pseudo_huber, a smaller --grad-clip, or mixed_precision no.")
+        return vals
+
+    def write(self, step:int) -> dict:
+        "Close the window at `step`: its row of `loss.csv` (mean loss, lr, per-bucket means, images/s); start the next window."
+        vals = self.check()
+        ips = self.imgs_per_step * self.n / max(time.perf_counter() - self.t0, 1e-9)
+        bm, bc = (self.bsum / self.bcnt.clamp(min=1)).tolist(), self.bcnt.tolist()
+        loss, lr = sum(vals) / len(vals), self.run.sched.get_last_lr()[0]
+        if self.run.main:
+            with open(self.run.out/'loss.csv', 'a', newline='') as f:
+                csv.writer(f).writerow([step, _fmt(loss), _fmt(lr), *[_fmt(m if c > 0 else None) for m, c in zip(bm, bc)], f'{ips:.2f}'])
+        self.bsum.zero_(); self.bcnt.zero_(); self.n, self.start, self.t0 = 0, step, time.perf_counter()
+        return dict(loss=f'{loss:.4f}', img_s=f'{ips:.0f}')
+
+# %% ../nbs/02_diffusion.ipynb #8134fcff
 def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None, amp=None):
     "One optimiser step (`grad_accum` micro-batches): (mean loss, per-image losses, their timesteps), all on the device: no host sync. `fwd`: the (compiled) forward of `unet`; `amp`: an autocast context for it."
     fwd, total, pers, ts = unet if fwd is None else fwd, 0.0, [], []   # not `fwd or unet`: a compiled module has no truth value
@@ -275,13 +476,62 @@ def dp_step(model, batches, scheduler, opt, sched, s, g):
     per = torch.cat(pers)
     return per.mean(), per, torch.cat(ts)
 
+# %% ../nbs/02_diffusion.ipynb #73318f9b
 def _now(): return time.time()   # the clock the time limit is checked against (tests replace it)
 
-def dp_spent(dprec:dict, step:int) -> dict:
-    "What a private run has spent after `step` steps: ε from Opacus' RDP and PRV accountants at the run's δ."
-    a = (dprec['noise_multiplier'], dprec['sample_rate'], step, dprec['delta'])
-    return dict(step=int(step), delta=dprec['delta'], epsilon=epsilon_spent(*a, 'rdp'), epsilon_prv=epsilon_spent(*a, 'prv'),
-                target_epsilon=dprec['target_epsilon'])
+@contextlib.contextmanager
+def _ctrl_c_finishes_the_step():
+    "Yield a flag Ctrl-C sets (the loop finishes its step, saves, then raises `KeyboardInterrupt`); a second Ctrl-C raises at once."
+    stop, old = {'flag': False}, None
+    if threading.current_thread() is threading.main_thread():
+        def _on_sigint(signum, frame):
+            if stop['flag']: raise KeyboardInterrupt
+            stop['flag'] = True
+        old = signal.signal(signal.SIGINT, _on_sigint)
+    try: yield stop
+    finally:
+        if old is not None: signal.signal(signal.SIGINT, old)
+
+def run_steps(run:TrainRun, step:int, saved_at:int=-1, progress:bool=True, callback=None, deadline:float|None=None) -> int:
+    """Train `run` from `step` to `train_steps`: a window of the loss log every `log_every` steps, a checkpoint every
+    `checkpoint_every` (never of weights a non-finite step touched). Ctrl-C, or `deadline` near, saves and raises."""
+    s = run.s
+    fwd = compiled(run.unet, s.compile)               # the same parameters: the optimiser, EMA and checkpoints see no difference
+    log = LossLog(run, step)
+    bar = tqdm(total=s.train_steps, initial=step, desc=f'train {run.dataset} ({s.loss})', disable=not (progress and run.main), unit='step')
+    snap, in_step = None, False
+    deadline = deadline_from_env() if deadline is None else deadline
+    step_secs, t_step = None, time.perf_counter()
+    def save_checked(k): log.check(); save_state(run, k)   # the window is read before every checkpoint
+    with _ctrl_c_finishes_the_step() as stop:
+        try:
+            while step < s.train_steps:
+                snap, in_step = _rng_state(run.batches), True
+                l, per, t = (dp_step(run.unet, run.batches, run.scheduler, run.opt, run.sched, s, run.g) if run.dp else
+                             train_step(run.unet, run.batches, run.scheduler, run.opt, run.sched, run.acc, s, run.g, fwd, run.amp))
+                fault_point('train/step')               # fault injection (tests): a kill inside a step
+                log.add(l, per, t)
+                run.ema.step(run.net.parameters())      # after every optimiser step (private ones too: post-processing)
+                step += 1; in_step = False
+                bar.update(1)
+                if step % s.log_every == 0 or step == s.train_steps: bar.set_postfix(**log.write(step))
+                if step % s.checkpoint_every == 0 or step == s.train_steps: save_checked(step); saved_at = step
+                if callback is not None: callback(step, l)
+                now = time.perf_counter(); step_secs = now - t_step if step_secs is None else 0.9 * step_secs + 0.1 * (now - t_step); t_step = now
+                if deadline is not None and step < s.train_steps and _now() + 2 * step_secs + 5 > deadline: stop['flag'] = 'deadline'
+                if stop['flag'] == 'deadline':
+                    raise TimeLimitReached(f"time limit reached at step {step} of {s.train_steps}: saved {run.out/'checkpoints'/f'step-{step:06d}'}; "
+                                           "run the same command again (or resume=True / --resume) to continue")
+                if stop['flag']: raise KeyboardInterrupt
+        except (KeyboardInterrupt, TimeLimitReached) as e:
+            if in_step: _set_rng_state(snap, run.batches); run.opt.zero_grad(set_to_none=True)   # interrupted inside a step: undo it
+            if saved_at != step: save_checked(step)
+            if run.main and isinstance(e, KeyboardInterrupt):
+                bar.write(f"interrupted: saved {run.out/'checkpoints'/f'step-{step:06d}'}; continue with resume=True (--resume)")
+            raise
+        finally: bar.close()
+    if saved_at != step: save_checked(step)
+    return step
 
 def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:bool=False, settings=None,
           progress:bool=True, callback=None, deadline:float|None=None, **overrides) -> Path:
@@ -290,194 +540,13 @@ def train(dataset:str, loss:str|None=None, out=None, preset:str='smoke', resume:
     `deadline` (seconds since the epoch; default `MEDSYN_DEADLINE`): stop cleanly before it, save, raise `TimeLimitReached`."""
     if out is None: raise MedsynError("train needs an output folder (out=... / --out DIR)")
     out = Path(out)
-    info = medmnist_info(dataset); check_conditioning(info)
-    if resume:
-        if not checkpoints(out): raise MedsynError(f"nothing to resume in {out}: it has no checkpoints/step-*/ folder")
-        s = _resume_settings(out, dataset, loss, preset, overrides)
-    else:
-        if checkpoints(out) or (out/'loss.csv').exists():
-            raise MedsynError(f"{out} already holds a training run: pass resume=True (--resume) to continue it, or choose another folder")
-        s = settings if settings is not None else load_settings(preset, **overrides)
-        if settings is not None and overrides: s = s.replace(**overrides)
-        if loss is not None: s = s.replace(loss=loss)
-    for k in ('train_steps', 'batch_size', 'grad_accum', 'log_every', 'checkpoint_every', 'loss_buckets'):
-        if s[k] < 1: raise MedsynError(f"setting '{k}' must be at least 1, got {s[k]}")
-    if not 0 <= s.label_dropout < 1: raise MedsynError(f"label_dropout must be in [0, 1), got {s.label_dropout}")
-    if not 0 <= s.ema_decay < 1: raise MedsynError(f"ema_decay must be in [0, 1), got {s.ema_decay}")
-    if not 0 <= s.ema_power <= 1: raise MedsynError(f"ema_power must be in [0, 1] (0: diffusers' default warm-up), got {s.ema_power}")
-    if s.lr <= 0 or not math.isfinite(s.lr): raise MedsynError(f"lr must be a positive number, got {s.lr}")
-    diffusion_loss(torch.zeros(1, 1), torch.zeros(1, 1), s.loss, s.huber_delta, s.pseudo_huber_c)  # check loss params
-
-    dev = get_device(s.device)
-    # a GPU's autocast (and fp16's loss scaling) is accelerate's; a CPU's bf16 autocast is ours: accelerate's state is one per
-    # process and cannot change precision between two runs of one notebook or study
-    dp = dp_enabled(s)                                # DP-SGD (nbs/12_dp.ipynb): per-sample gradients in fp32
-    mp = 'no' if dp else resolve_precision(s.mixed_precision, dev)                 # auto: bf16 where the device runs it fast
-    amp = autocast(dev, mp) if dev.type == 'cpu' else None                       # refuses fp16 on a CPU
-    acc = Accelerator(cpu=dev.type == 'cpu', gradient_accumulation_steps=s.grad_accum,
-                      mixed_precision=mp if dev.type == 'cuda' else 'no')
-    dev, main = acc.device, acc.is_main_process
-    seed_everything(s.seed)
-    ds = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
-    seen = subset_indices(ds, s.train_fraction, s.seed)          # the same draw as the classifiers' (medsyn.scarce.real_subset)
-    if s.train_fraction < 1: ds = ds.subset(seen)
-    check_dp(s, len(ds), acc.num_processes)
-    real_images = dict(split='train', fraction=s.train_fraction, subset_seed=s.seed, n=len(seen), digest=indices_digest(seen),
-                       indices=seen.tolist() if s.train_fraction < 1 else None)   # which real images the model saw
-    x, y = to_tensor(ds.images).to(dev), torch.from_numpy(ds.labels).to(dev)
-    n_classes = ds.n_classes
-    g = torch.Generator(device=dev).manual_seed(s.seed * 1000 + acc.process_index)
-    batches = Batches(x, y, s.batch_size, g, n_classes, s.label_dropout, s.hflip, s.vflip)
-
-    scheduler = make_scheduler(s.schedule, s.prediction, s.num_train_timesteps)
+    s = train_settings(dataset, loss, out, preset, resume, settings, overrides)
     last = checkpoints(out)[-1] if resume else None
-    started = None                                    # init_from: another generator's weights to start from (public pretraining)
-    if resume: unet = load_denoiser(last/'unet')
-    else:
-        unet = make_denoiser(ds.n_channels, n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
-        if s.init_from: started = pretrained_start(s.init_from, unet, dataset, private=dp)
-    cls, net_config = type(unet), dict(unet.config)   # before accelerate wraps it (DDP has no .config)
-    ema_unet = cls.from_config(unet.config)           # a shell to save the EMA weights with save_pretrained
-    ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config,
-                   **(dict(use_ema_warmup=True, inv_gamma=1.0, power=s.ema_power) if s.ema_power > 0 else {}))
-    opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
-    sched = lr_schedule(opt, s.lr_schedule, s.warmup_steps * acc.num_processes, s.train_steps * acc.num_processes)
-    if dp:      # Opacus wraps the denoiser (per-sample gradients) and the optimiser (clip, noise); accelerate stays out of it
-        noise_g = torch.Generator(device=dev).manual_seed(s.seed * 1000 + 999)
-        if resume: noise_g.set_state(load_training_state(last)['dp_noise'])
-        unet, opt, dprec = make_private(unet.to(dev), opt, len(ds), s, noise_g)
-        batches.q = dprec['sample_rate']
-        if resume and load_json(out/'config.json')['dp']['steps'] != s.train_steps:
-            raise MedsynError(f"{out} is a private run calibrated for {load_json(out/'config.json')['dp']['steps']} steps: its noise would not "
-                              f"cover {s.train_steps} (it would spend more than dp_epsilon = {s.dp_epsilon}). Keep train_steps, or train a new run.")
-    else: unet, opt, sched = acc.prepare(unet, opt, sched)
-    net = unet._module if dp else acc.unwrap_model(unet)     # the denoiser itself: what EMA follows and checkpoints keep
-    ema.to(dev)
-    step = 0
-    if resume:
-        st = load_training_state(last)
-        opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['lr_scheduler'])
-        ema.load_state_dict(st['ema']); ema.to(dev)
-        _set_rng_state(st['rng'], batches); step = st['step']
-        if acc.process_index > 0:                     # only the main process's data stream is saved: give the others fresh ones
-            g.manual_seed(s.seed * 1000 + acc.process_index + 1_000_003 * step); batches.perm = None
-        ls = getattr(sched, 'scheduler', sched)       # the lr of the next step from the (possibly longer) schedule
-        for grp, lam, base in zip(opt.param_groups, ls.lr_lambdas, ls.base_lrs): grp['lr'] = base * lam(ls.last_epoch)
-
-    meta = dict(flag=dataset, image_size=s.image_size, n_channels=ds.n_channels, n_classes=n_classes,
-                label_names=ds.label_names, null_class=n_classes, loss=s.loss, prediction=s.prediction,
-                schedule=s.schedule, label_dropout=s.label_dropout, model=s.model, backbone=parse_model(s.model)[0])
-    cols = loss_columns(s.loss_buckets)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        rec = run_record(s, seed=s.seed, **meta, denoiser_config=net_config, denoiser=cls.__name__,
-                         n_params=n_params(unet), n_train_images=len(ds), real_images=real_images, processes=acc.num_processes, device=str(dev),
-                         precision=mp, **({'dp': dprec} if dp else {}),
-                         **({'started_from': started} if started else {}))
-        if resume: rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}; rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
-        save_json(rec, out/'config.json')
-        rows = []
-        if resume and (out/'loss.csv').exists():       # drop rows logged after the checkpoint we resume from
-            with open(out/'loss.csv') as f: rows = [r for r in csv.reader(f)][1:]
-            rows = [r for r in rows if int(r[0]) <= step]
-        with atomic_path(out/'loss.csv') as tmp:
-            with open(tmp, 'w', newline='') as f:
-                w = csv.writer(f); w.writerow(cols); w.writerows(rows)
-
-    def save(step):
-        if main:
-            state = {'optimizer': opt.state_dict(), 'lr_scheduler': sched.state_dict(), 'ema': ema.state_dict(),
-                     'step': step, 'rng': _rng_state(batches)}
-            if dp: state['dp_noise'] = noise_g.get_state()
-            ema.copy_to(ema_unet.parameters())
-            _write_checkpoint(out/'checkpoints'/f'step-{step:06d}', net, ema_unet, scheduler,
-                              {**meta, 'step': step, 'settings': s.to_dict(), **({'dp': dp_spent(dprec, step)} if dp else {})}, state)
-        if acc.num_processes > 1: acc.wait_for_everyone()
-
-    # Ctrl-C: finish the current step, save, then raise (a second Ctrl-C raises at once)
-    stop = {'flag': False}
-    old_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def _on_sigint(signum, frame):
-            if stop['flag']: raise KeyboardInterrupt
-            stop['flag'] = True
-        old_handler = signal.signal(signal.SIGINT, _on_sigint)
-
-    T, nb = s.num_train_timesteps, s.loss_buckets
-    fwd = compiled(unet, s.compile)                   # the same parameters: the optimiser, EMA and checkpoints see no difference
-    bsum, bcnt = torch.zeros(nb, device=dev), torch.zeros(nb, device=dev)
-    win = torch.zeros(s.log_every, device=dev)        # this window's step losses, on the device: read once per window
-    win_n, win_start, t_win = 0, step, time.perf_counter()
-    imgs_per_step = dprec['expected_batch_size'] * s.dp_noise_multiplicity if dp else s.batch_size * s.grad_accum * acc.num_processes
-    bar = tqdm(total=s.train_steps, initial=step, desc=f'train {dataset} ({s.loss})', disable=not (progress and main), unit='step')
-    snap, in_step, saved_at = None, False, step if resume else -1
-    deadline = deadline_from_env() if deadline is None else deadline
-    step_secs, t_step = None, time.perf_counter()
-
-    def check_window():
-        "Read the window's losses (the only host sync of a window); raise at the first non-finite one."
-        vals = win[:win_n].tolist()
-        bad = [k for k, v in enumerate(vals) if not math.isfinite(v)]
-        if bad:
-            raise MedsynError(f"loss is {vals[bad[0]]} at step {win_start + bad[0] + 1} ({s.loss} loss, lr {s.lr}): training stopped. "
-                              f"The last good checkpoint is kept in {out/'checkpoints'}. Try a lower --lr, "
-                              "--loss huber or pseudo_huber, a smaller --grad-clip, or mixed_precision no.")
-        return vals
-
-    def save_checked(step):
-        check_window(); save(step)                     # never checkpoint weights that a non-finite step touched
-
-    try:
-        while step < s.train_steps:
-            snap, in_step = _rng_state(batches), True
-            l, per, t = dp_step(unet, batches, scheduler, opt, sched, s, g) if dp else train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd, amp)
-            fault_point('train/step')                   # fault injection (tests): a kill inside a step
-            b = (t * nb // T).clamp_(max=nb - 1)
-            bsum.index_add_(0, b, per.float()); bcnt.index_add_(0, b, torch.ones_like(per, dtype=torch.float))
-            ema.step(net.parameters())                  # after every optimiser step (private ones too: post-processing)
-            win[win_n] = l; win_n += 1
-            step += 1; in_step = False
-            bar.update(1)
-            if step % s.log_every == 0 or step == s.train_steps:
-                vals = check_window()
-                now = time.perf_counter(); ips = imgs_per_step * win_n / max(now - t_win, 1e-9)
-                bm = (bsum / bcnt.clamp(min=1)).tolist(); bc = bcnt.tolist()
-                row = [step, sum(vals) / len(vals), sched.get_last_lr()[0], *[m if c > 0 else None for m, c in zip(bm, bc)], ips]
-                if main:
-                    with open(out/'loss.csv', 'a', newline='') as f:
-                        csv.writer(f).writerow([step, _fmt(row[1]), _fmt(row[2]), *map(_fmt, row[3:-1]), f'{ips:.2f}'])
-                bar.set_postfix(loss=f'{row[1]:.4f}', img_s=f'{ips:.0f}')
-                bsum.zero_(); bcnt.zero_(); win_n, win_start, t_win = 0, step, time.perf_counter()
-            if step % s.checkpoint_every == 0 or step == s.train_steps: save_checked(step); saved_at = step
-            if callback is not None: callback(step, l)
-            now = time.perf_counter(); step_secs = now - t_step if step_secs is None else 0.9 * step_secs + 0.1 * (now - t_step); t_step = now
-            if deadline is not None and step < s.train_steps and _now() + 2 * step_secs + 5 > deadline: stop['flag'] = 'deadline'
-            if stop['flag'] == 'deadline':
-                raise TimeLimitReached(f"time limit reached at step {step} of {s.train_steps}: saved {out/'checkpoints'/f'step-{step:06d}'}; "
-                                       "run the same command again (or resume=True / --resume) to continue")
-            if stop['flag']: raise KeyboardInterrupt
-    except (KeyboardInterrupt, TimeLimitReached) as e:
-        if in_step: _set_rng_state(snap, batches); opt.zero_grad(set_to_none=True)   # interrupted inside a step: undo it
-        if saved_at != step: save_checked(step)
-        if main and isinstance(e, KeyboardInterrupt):
-            bar.write(f"interrupted: saved {out/'checkpoints'/f'step-{step:06d}'}; continue with resume=True (--resume)")
-        raise
-    finally:
-        bar.close()
-        if old_handler is not None: signal.signal(signal.SIGINT, old_handler)
-    if saved_at != step: save_checked(step)
+    run = build_run(dataset, s, out, last)
+    step = restore(run, last) if resume else 0
+    start_log(run, step, resume)
+    run_steps(run, step, saved_at=step if resume else -1, progress=progress, callback=callback, deadline=deadline)
     return out
-
-# %% ../nbs/02_diffusion.ipynb #343a47b3
-def lr_schedule(opt, kind:str, warmup:int, total:int):
-    "A `LambdaLR`: linear warm-up over `warmup` steps, then `kind`: cosine decay to 0 at `total`, constant, or inverse_sqrt."
-    if kind == 'cosine': return get_cosine_schedule_with_warmup(opt, warmup, total)
-    if kind == 'constant': return get_constant_schedule_with_warmup(opt, warmup)
-    if kind == 'inverse_sqrt':
-        w = max(1, warmup)
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: k / w if k < w else math.sqrt(w / k))
-    raise MedsynError(f"unknown lr_schedule {kind!r}. Allowed: cosine, constant, inverse_sqrt")
-
 
 # %% ../nbs/02_diffusion.ipynb #3f3af14e
 def plot_loss(runs, window:int=10, tail:int=50):
@@ -501,7 +570,8 @@ def train_or_resume(dataset:str, loss:str, out, settings, progress:bool=True, **
     out, cks = Path(out), checkpoints(out)
     if not cks: clear_unfinished(out); return train(dataset, loss, out=out, settings=settings, progress=progress)
     if load_json(cks[-1]/MARKER)['step'] >= settings.train_steps: return out
-    return train(dataset, loss, out=out, preset=settings.preset, resume=True, progress=progress, **overrides)
+    return train(dataset, loss, out=out, preset=settings.preset, resume=True, progress=progress,
+                 **{'train_steps': settings.train_steps, **overrides})      # to the steps asked for now
 
 # %% ../nbs/02_diffusion.ipynb #f2fe6251
 def _plain(v): return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v   # a config read back from JSON has lists

@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import medsyn.denoisers as DN
 import medsyn.diffusion as D
-from medsyn.core import MedsynError, load_json
+from medsyn.core import MedsynError, compiled, load_json
 from medsyn.data import load_npz
 
 CMP = ["step", "loss", "lr"] + [f"t{i:02d}" for i in range(10)]   # loss.csv without the timing column
@@ -295,7 +296,7 @@ def test_compile_setting_reaches_training_sampling_and_classifiers(straight, tmp
     train_classifier(subsample(load_medmnist("breastmnist"), fraction=0.05), load_medmnist("breastmnist", "val"), "cnn", s, progress=False)
     assert modes == ["reduce-overhead", "max-autotune", None]      # None: torch.compile's default mode
     with pytest.raises(MedsynError, match="compile must be one of"):
-        D.compiled(unet, "fast")
+        compiled(unet, "fast")
 
 
 def test_compiled_denoiser_matches_eager_on_cpu(straight):
@@ -411,13 +412,13 @@ def test_mixed_precision_auto_follows_the_cpu(tmp_path, monkeypatch):
 # ---- model and losses -----------------------------------------------------------------------------------------
 
 def test_unet_presets():
-    n = {m: D.n_params(D.make_unet(1, 2, 28, m)) for m in D.UNET_PRESETS}
+    n = {m: DN.n_params(DN.make_unet(1, 2, 28, m)) for m in DN.UNET_PRESETS}
     assert 5e3 < n["tiny"] < 1e5 and 1e6 <= n["small"] <= 2e6 and n["base"] > n["small"]
-    u = D.make_unet(3, 5, 64, "small")
+    u = DN.make_unet(3, 5, 64, "small")
     assert u.config.num_class_embeds == 6 and u.config.in_channels == 3
     assert u.config.down_block_types[-1] == "AttnDownBlock2D" and "AttnDownBlock2D" not in u.config.down_block_types[:-1]
     with pytest.raises(MedsynError, match="1 or 3 channels"):
-        D.make_unet(2, 2, 28)
+        DN.make_unet(2, 2, 28)
 
 
 def test_losses():
