@@ -134,7 +134,7 @@ SCHEMA = {
     'fid_batch_size': Key('int', 'images per Inception batch', range=(1, None)),
     'fid_precision': Key('str', 'precision of the Inception pass: fp32, or bf16 autocast (faster on CPUs with AVX-512 bf16; features differ slightly, benchmarks/RESULTS.md); auto = bf16 where the device runs it fast, else fp32', ('fp32', 'auto', 'bf16')),
     'eval_split': Key('str', 'real split compared with synthetic images', ('train', 'val', 'test')),
-    'eval_max_images': Key('int', 'cap on images per set in evaluation (0: all)', range=(0, None)),
+    'eval_max_images': Key('int', 'cap on images per set in evaluation (0: all); the only cap on n: the floor draws from the whole training split where audit_train_images are too few', range=(0, None)),
     'kid_subset_size': Key('int', 'KID subset size', range=(2, None)),
     'kid_subsets': Key('int', 'KID subsets', range=(1, None)),
     'n_bootstrap': Key('int', 'bootstrap draws for FID intervals', range=(0, None)),

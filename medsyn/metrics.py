@@ -25,7 +25,8 @@ __all__ = ['FID_WEIGHTS_ENV', 'HUB_FILES', 'FID_HELPER', 'CONVERTED_FILE', 'CONV
            'STATS', 'fid_helper_names', 'file_sha256', 'state_fingerprint', 'weights_fingerprint', 'fid_helper_file',
            'convert_fid_helper', 'fid_weights_path', 'images_hash', 'inception', 'feature_precision', 'image_features',
            'rank_deficient', 'fid_from_features', 'fid_interval', 'kid_from_features', 'prdc', 'nearest_neighbours',
-           'memorisation_audit', 'closest_pairs_figure', 'evaluate', 'metrics_table', 'evaluate_cli']
+           'memorisation_audit', 'closest_pairs_figure', 'eval_sets', 'eval_draws', 'eval_features', 'fidelity',
+           'eval_memorisation', 'evaluate', 'metrics_table', 'evaluate_cli']
 
 # %% ../nbs/03_metrics.ipynb #d9135b52
 FID_WEIGHTS_ENV = 'MEDSYN_FID_WEIGHTS'
@@ -451,10 +452,8 @@ def _as_split(x, flag=None) -> MedMNISTSplit:
 
 def _pick(feats:dict, idx) -> dict: return {t: v[idx] for t, v in feats.items()}
 
-def evaluate(real:str, synthetic, split:str|None=None, settings:dict|None=None, out=None, progress:bool=True) -> dict:
-    "All metrics of a synthetic set against real split `split` of `real`: FIDs with floors and intervals, KID, PRDC, audit."
-    s = settings if settings is not None else load_settings()
-    split = split or s.get('eval_split', 'test')
+def eval_sets(real:str, synthetic, split:str, s) -> tuple:
+    "(synthetic, evaluation split, training split, held-out split) of an evaluation, opened and checked against each other."
     if split not in SPLITS: raise MedsynError(f"unknown split '{split}'. Splits: {', '.join(SPLITS)}")
     syn = _as_split(synthetic, real)
     if syn.flag != real:
@@ -463,77 +462,109 @@ def evaluate(real:str, synthetic, split:str|None=None, settings:dict|None=None, 
     size = syn.images.shape[1]
     if size not in (28, 64, 128, 224) or syn.images.shape[1] != syn.images.shape[2]:
         raise MedsynError(f"synthetic images are {syn.images.shape[1:]}: expected square MedMNIST sizes 28, 64, 128 or 224")
-    ev = load_medmnist(real, split, size, s.get('data_dir') or None)
+    load = lambda sp: load_medmnist(real, sp, size, s.get('data_dir') or None)
+    ev = load(split)
     if ev.images.shape[1:] != syn.images.shape[1:]:
         raise MedsynError(f"synthetic images have shape {syn.images.shape[1:]} but real {real} images have shape "
                           f"{ev.images.shape[1:]} ({ev.n_channels} channel(s)): sizes and channels must match")
-    tr = ev if split == 'train' else load_medmnist(real, 'train', size, s.get('data_dir') or None)
-    held = ev if split != 'train' else load_medmnist(real, 'test', size, s.get('data_dir') or None)
+    return syn, ev, ev if split == 'train' else load('train'), ev if split != 'train' else load('test')
+
+def eval_draws(syn, ev, tr, held, split:str, s) -> dict:
+    """Which images an evaluation compares: `n` a side (the smaller set, capped by `eval_max_images`), the real draw, a synthetic
+    draw with the real draw's class mixture, the training images the Inception-space audit searches (`audit_train_images`), and
+    the floor's second real draw: from the audit's training images where they are enough, else from the whole training split."""
     seed, flags = int(s.get('seed', 0)), []
-    # training images searched in Inception space (the floor's training draw comes from them)
     cap_a = int(s.get('audit_train_images', 0) or 0)
     ia = draw_indices(tr.labels, cap_a, seed + 2) if 0 < cap_a < len(tr) else np.arange(len(tr))
-    n = min(len(ev), len(syn), len(held) if split == 'train' else len(ia))
+    n = min(len(ev), len(syn), len(held) if split == 'train' else len(tr))
     if int(s.get('eval_max_images', 0) or 0) > 0: n = min(n, int(s.eval_max_images))
     if n < 2: raise MedsynError(f"only {n} image(s) can be compared: at least 2 are needed on each side")
     i_ev = draw_indices(ev.labels, n, seed)
-    i_syn = draw_indices(syn.labels, n, seed + 1, counts=label_counts(ev.labels[i_ev]))
-    if label_counts(ev.labels[i_ev]) != label_counts(syn.labels[i_syn]):
-        flags.append(f"class mixture differs: real {label_counts(ev.labels[i_ev])}, synthetic {label_counts(syn.labels[i_syn])}")
-    # features of exactly the images compared (cached by content: the same draw is never computed twice)
-    f_ev = image_features(ev.images[i_ev], s, progress=progress, desc=f'{real} {split}')
-    f_tr = image_features(tr.images[ia], s, progress=progress, desc=f'{real} train')
-    f_syn = image_features(syn.images[i_syn], s, progress=progress, desc='synthetic')
-    if split != 'train':
-        pos = draw_indices(tr.labels[ia], n, seed + 3, counts=label_counts(ev.labels[i_ev]))
-        f_floor, i_held, f_held = _pick(f_tr, pos), i_ev, f_ev
-        floor_desc = f"train ({n} images) vs {split} ({n} images)"
+    counts = label_counts(ev.labels[i_ev])
+    i_syn = draw_indices(syn.labels, n, seed + 1, counts=counts)
+    if counts != label_counts(syn.labels[i_syn]):
+        flags.append(f"class mixture differs: real {counts}, synthetic {label_counts(syn.labels[i_syn])}")
+    d = dict(seed=seed, n=n, ia=ia, i_ev=i_ev, i_syn=i_syn, flags=flags, floor_pos=None, floor_idx=None)
+    if split == 'train': d.update(i_held=draw_indices(held.labels, n, seed + 3, counts=counts))
+    elif n <= len(ia): d.update(i_held=i_ev, floor_pos=draw_indices(tr.labels[ia], n, seed + 3, counts=counts))   # within ia
+    else: d.update(i_held=i_ev, floor_idx=draw_indices(tr.labels, n, seed + 3, counts=counts))
+    return d
+
+def eval_features(syn, ev, tr, held, split:str, d:dict, s, progress:bool=True) -> dict:
+    "Inception features of exactly the images compared (cached by content: the same draw is never computed twice)."
+    real = ev.flag
+    F = dict(ev=image_features(ev.images[d['i_ev']], s, progress=progress, desc=f'{real} {split}'),
+             tr=image_features(tr.images[d['ia']], s, progress=progress, desc=f'{real} train'),
+             syn=image_features(syn.images[d['i_syn']], s, progress=progress, desc='synthetic'))
+    if split == 'train':
+        F['floor'] = F['held'] = image_features(held.images[d['i_held']], s, progress=progress, desc=f'{real} test')
     else:
-        i_held = draw_indices(held.labels, n, seed + 3, counts=label_counts(ev.labels[i_ev]))
-        f_floor = f_held = image_features(held.images[i_held], s, progress=progress, desc=f'{real} test')
-        floor_desc = f"test ({n} images) vs train ({n} images)"
-    fr, fs = f_ev, f_syn
-    res = dict(real=dict(flag=real, split=split, size=size, n_split=len(ev), n=n),
-               synthetic=dict(path=str(syn.path) if syn.path else None, n_file=len(syn), n=n),
-               floor=floor_desc, fid={}, flags=flags)
-    nb = int(s.get('n_bootstrap', 10))
+        F['held'] = F['ev']
+        F['floor'] = (_pick(F['tr'], d['floor_pos']) if d['floor_pos'] is not None else
+                      image_features(tr.images[d['floor_idx']], s, progress=progress, desc=f'{real} train (floor)'))
+    return F
+
+# %% ../nbs/03_metrics.ipynb #ed5c7277
+def fidelity(F:dict, n:int, s, flags:list) -> dict:
+    "FID at each feature size (with its bootstrap interval and its floor), KID and PRDC of the compared features `F`; caveats into `flags`."
+    seed, nb, out = int(s.get('seed', 0)), int(s.get('n_bootstrap', 10)), dict(fid={})
+    fr, fs, ff = F['ev'], F['syn'], F['floor']
     for d in s.get('fid_features', TAPS):
         r = fid_interval(fr[d], fs[d], nb, seed)
-        r['floor'] = fid_interval(fr[d], f_floor[d], nb, seed)
-        res['fid'][str(d)] = r
+        r['floor'] = fid_interval(fr[d], ff[d], nb, seed)
+        out['fid'][str(d)] = r
         if r['rank_deficient']:
             flags.append(f"FID-{d}: n={n} images give a rank-deficient {d}x{d} covariance (rank <= {n - 1}); the value is "
                          f"biased upward and noisy: compare it only with the floor and with other runs at the same n")
     m, subsets = int(s.get('kid_subset_size', 1000)), int(s.get('kid_subsets', 100))
     if m > n: flags.append(f"KID subset size clamped from {m} to {n} (the number of images compared)"); m = n
     km, ks = kid_from_features(fr[2048], fs[2048], m, subsets, seed)
-    fm, fsd = kid_from_features(fr[2048], f_floor[2048], m, subsets, seed)
-    res['kid'] = dict(mean=km, std=ks, subset_size=m, subsets=subsets, floor_mean=fm, floor_std=fsd)
+    fm, fsd = kid_from_features(fr[2048], ff[2048], m, subsets, seed)
+    out['kid'] = dict(mean=km, std=ks, subset_size=m, subsets=subsets, floor_mean=fm, floor_std=fsd)
     k = int(s.get('prdc_k', 5))
     if k > n - 1: flags.append(f"prdc k clamped from {k} to {n - 1}"); k = n - 1
-    res['prdc'] = {**prdc(fr[2048], fs[2048], k), 'floor': prdc(fr[2048], f_floor[2048], k)}
-    # memorisation: the compared synthetic images in both spaces; every synthetic image in pixel space
-    aud = memorisation_audit(syn.images[i_syn], tr.images, held.images[i_held], synthetic_features=f_syn[2048],
-                             train_features=f_tr[2048], test_features=f_held[2048],
+    out['prdc'] = {**prdc(fr[2048], fs[2048], k), 'floor': prdc(fr[2048], ff[2048], k)}
+    return out
+
+def eval_memorisation(syn, tr, held, d:dict, F:dict, s, flags:list, progress:bool=True) -> tuple:
+    """(summary, audit): the compared synthetic images searched among the training images in pixel and Inception space, and every
+    synthetic image of the file in pixel space; near-copies into `flags`."""
+    ia = d['ia']
+    aud = memorisation_audit(syn.images[d['i_syn']], tr.images, held.images[d['i_held']], synthetic_features=F['syn'][2048],
+                             train_features=F['tr'][2048], test_features=F['held'][2048],
                              train_feature_index=ia if len(ia) < len(tr) else None, settings=s, progress=progress)
-    aud['per_image']['synthetic_index'] = i_syn
-    res['memorisation'] = {k: v for k, v in aud.items() if k != 'per_image'}
-    if len(syn) > n:
-        res['memorisation']['pixel_all_synthetic'] = memorisation_audit(
-            syn.images, tr.images, held.images[i_held], settings=s, inception=False)['pixel']
+    aud['per_image']['synthetic_index'] = d['i_syn']
+    mem = {k: v for k, v in aud.items() if k != 'per_image'}
+    if len(syn) > d['n']:
+        mem['pixel_all_synthetic'] = memorisation_audit(syn.images, tr.images, held.images[d['i_held']], settings=s, inception=False)['pixel']
     for sp in ('pixel', 'inception', 'pixel_all_synthetic'):
-        if sp not in res['memorisation']: continue
-        a_ = res['memorisation'][sp]
-        if a_['nearcopy_count']:
+        a_ = mem.get(sp)
+        if a_ and a_['nearcopy_count']:
             flags.append(f"memorisation ({sp.replace('_', ' ')}): {a_['nearcopy_count']} of {a_['n_synthetic']} synthetic "
                          f"images ({a_['nearcopy_share']:.1%}) are near-copies of training images (ratio < "
                          f"{aud['threshold']:g}); held-out real images: {a_['test_nearcopy_share']:.1%}")
     if len(ia) < len(tr): flags.append(f"Inception-space audit searched {len(ia)} of {len(tr)} training images (audit_train_images)")
-    res['record'] = run_record(s, seed=seed, fid_precision=feature_precision(s))
+    return mem, aud
+
+def evaluate(real:str, synthetic, split:str|None=None, settings:dict|None=None, out=None, progress:bool=True) -> dict:
+    "All metrics of a synthetic set against real split `split` of `real`: FIDs with floors and intervals, KID, PRDC, audit."
+    s = settings if settings is not None else load_settings()
+    split = split or s.get('eval_split', 'test')
+    syn, ev, tr, held = eval_sets(real, synthetic, split, s)
+    d = eval_draws(syn, ev, tr, held, split, s)
+    F = eval_features(syn, ev, tr, held, split, d, s, progress)
+    n, flags = d['n'], d['flags']
+    floor = f"train ({n} images) vs {split} ({n} images)" if split != 'train' else f"test ({n} images) vs train ({n} images)"
+    fid = fidelity(F, n, s, flags)
+    res = dict(real=dict(flag=real, split=split, size=syn.images.shape[1], n_split=len(ev), n=n),
+               synthetic=dict(path=str(syn.path) if syn.path else None, n_file=len(syn), n=n), floor=floor,
+               fid=fid['fid'], flags=flags, kid=fid['kid'], prdc=fid['prdc'])
+    res['memorisation'], aud = eval_memorisation(syn, tr, held, d, F, s, flags, progress)
+    res['record'] = run_record(s, seed=d['seed'], fid_precision=feature_precision(s))
     if out is not None:
         out = Path(out)
         with atomic_path(out.with_name(out.stem + '_audit.npz')) as tmp: np.savez(tmp, **aud['per_image'])
-        save_figure(closest_pairs_figure(aud, syn.images[i_syn], tr.images), out.with_name(out.stem + '_closest.png'))
+        save_figure(closest_pairs_figure(aud, syn.images[d['i_syn']], tr.images), out.with_name(out.stem + '_closest.png'))
         res['files'] = dict(audit=str(out.with_name(out.stem + '_audit.npz')), figure=str(out.with_name(out.stem + '_closest.png')))
         save_json(res, out)
     res['per_image'] = aud['per_image']
