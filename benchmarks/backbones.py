@@ -39,7 +39,7 @@ def main():
     from medsyn.metrics import image_features, fid_from_features
     from medsyn.classify import classify
     from medsyn.denoisers import make_denoiser, n_params
-    from medsyn.report import to_markdown
+    from medsyn.tables import to_markdown
     out = Path(a.out); shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
     real = load_medmnist(a.dataset, 'test')
     fr = image_features(real.images[stratified_indices(real.labels, per_class=a.per_class, seed=0)], progress=False)[64]

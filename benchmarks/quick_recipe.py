@@ -53,7 +53,7 @@ def main():
     df = pd.DataFrame(rows)
     print(f"\n{a.dataset}, quick preset ({s.batch_size} images a step, EMA {s.ema_decay}), l2 loss, DDIM-20, "
           f"{a.per_class} images per class against as many real test images:\n")
-    from medsyn.report import to_markdown
+    from medsyn.tables import to_markdown
     print(to_markdown(df))
     df.to_csv(out/'results.csv', index=False)
 

@@ -200,12 +200,12 @@ def test_scarce_figure_has_a_column_per_data_set(tmp_path):
     assert fig.axes[0].get_xscale() == "log" and "per class" in fig.axes[0].get_xlabel()
     assert len(fig.legends[0].get_texts()) == 3                        # the three arms compared with real only
     assert "KID" in fig.axes[2].get_xlabel() and len(fig.axes[2].collections) >= 2
-    from medsyn.report import save_fig
+    from medsyn.figures import save_fig
     assert all(p.stat().st_size > 1000 for p in save_fig(fig, tmp_path, "low_data"))
 
 
 def test_single_seed_results_are_not_printed_as_zero_spread(tmp_path):
-    from medsyn.report import write_tables
+    from medsyn.tables import write_tables
     D = pd.DataFrame([dict(dataset="breastmnist", loss=None, regime="real", cell="real", arch="cnn", epochs=6, n_seeds=1,
                            acc=0.8, acc_std=0.0, auc=0.9, auc_std=0.0, f1_macro=0.7, f1_macro_std=0.0),
                       dict(dataset="breastmnist", loss="l2", regime="synthetic", cell="synthetic", arch="cnn", epochs=6, n_seeds=3,

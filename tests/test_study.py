@@ -126,7 +126,7 @@ def _fake_runs(root, statuses):
 
 
 def test_provenance_states_the_whole_command_time_only_when_one_command_ran_every_cell(tmp_path):
-    from medsyn.report import provenance
+    from medsyn.tables import provenance
     root = tmp_path / "runs" / "quick"
     _fake_runs(root, [("breastmnist/real", "done"), ("breastmnist/l2", "done")])
     provenance(root, tmp_path / "t1", report_seconds=20.0)
