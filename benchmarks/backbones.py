@@ -35,7 +35,8 @@ def main():
     import numpy as np, pandas as pd, torch
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist, load_npz, stratified_indices
-    from medsyn.diffusion import train, sample
+    from medsyn.training import train
+    from medsyn.sampling import sample
     from medsyn.metrics import image_features, fid_from_features
     from medsyn.classify import classify
     from medsyn.denoisers import make_denoiser, n_params

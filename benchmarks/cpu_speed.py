@@ -32,7 +32,7 @@ def train_rate(net, opt, x, t, y, bf16, steps, fwd=None) -> float:
 
 @torch.no_grad()
 def sample_rate(net, sch, n, bf16) -> float:
-    from medsyn.diffusion import generate
+    from medsyn.sampling import generate
     t0 = time.perf_counter()
     generate(net, sch, np.zeros(n, dtype=int), 'ddim', 20, batch_size=n, progress=False, mixed_precision='bf16' if bf16 else 'no')
     return n / (time.perf_counter() - t0)

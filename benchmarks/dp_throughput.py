@@ -1,7 +1,7 @@
 """What DP-SGD costs in training speed: medsyn's one trainer, non-private and private (Opacus per-sample gradients), side by side.
 
 Every variant trains the same denoiser on the same MedMNIST training split with the same batch size through
-`medsyn.diffusion.train`; only the settings differ. Non-private: fp32 and (where the CPU has AMX / AVX-512 bf16) bf16
+`medsyn.training.train`; only the settings differ. Non-private: fp32 and (where the CPU has AMX / AVX-512 bf16) bf16
 autocast. Private: `dp_epsilon` 10 (fp32, as DP-SGD runs), noise multiplicity 1 and 4. Images/s counts each
 (image, draw) row the network sees per second, and steps/s the optimiser steps, between the callbacks of step
 `--warmup` and the last step; variants alternate for `--rounds` rounds, each in its own process, and the table gives
@@ -21,7 +21,7 @@ VARIANTS = {'non-private fp32': dict(mixed_precision='no'), 'non-private bf16': 
 def one(a, name) -> dict:
     "Train variant `name` in this process; its images/s and steps/s."
     import torch
-    from medsyn.diffusion import train
+    from medsyn.training import train
     stamps = {}
     def cb(step, loss):
         if step in (a.warmup, a.steps):

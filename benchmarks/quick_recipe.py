@@ -31,7 +31,8 @@ def main():
     import numpy as np, pandas as pd
     from medsyn.core import load_settings
     from medsyn.data import load_medmnist, load_npz, stratified_indices
-    from medsyn.diffusion import train, sample
+    from medsyn.training import train
+    from medsyn.sampling import sample
     from medsyn.metrics import image_features, fid_from_features
     out = Path(a.out); shutil.rmtree(out, ignore_errors=True)
     real = load_medmnist(a.dataset, 'test')

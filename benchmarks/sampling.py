@@ -1,6 +1,6 @@
 """Sampling speed vs quality: any samplers and step counts (DDIM, DDPM, DPM-Solver++, UniPC) from the same medsyn checkpoint.
 
-Both samplers draw `--per-class` images of every class with `medsyn.diffusion.sample` (EMA weights, same seed, same
+Both samplers draw `--per-class` images of every class with `medsyn.sampling.sample` (EMA weights, same seed, same
 batch size) and are compared with the same real images (a seeded class-stratified subset of the test split of the
 same size) by FID on 64-d Inception features and KID (medsyn.metrics; skipped with a note if it is not importable).
 

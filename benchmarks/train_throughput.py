@@ -28,7 +28,7 @@ def peak_memory_mb(device) -> float:
 
 def run_medsyn(a) -> dict:
     import torch
-    from medsyn.diffusion import train
+    from medsyn.training import train
     from medsyn.core import get_device
     stamps = {}
     def cb(step, loss):

@@ -16,8 +16,8 @@ __all__ = ['COMMANDS', 'main']
 # %% ../nbs/07_cli.ipynb #07146349
 COMMANDS = {
     'data':     ('medsyn.data:data_cli',         'inspect MedMNIST data sets (info, grid)'),
-    'train':    ('medsyn.diffusion:train_cli',   'train a class-conditional diffusion model'),
-    'sample':   ('medsyn.diffusion:sample_cli',  'generate a labelled synthetic data set (MedMNIST npz)'),
+    'train':    ('medsyn.training:train_cli',    'train a class-conditional diffusion model'),
+    'sample':   ('medsyn.sampling:sample_cli',  'generate a labelled synthetic data set (MedMNIST npz)'),
     'evaluate': ('medsyn.metrics:evaluate_cli',  'FID at 64/192/768/2048, KID, precision/recall, memorisation audit'),
     'classify': ('medsyn.classify:classify_cli', 'train and test CNN classifiers on real, synthetic and mixed data'),
     'explain':  ('medsyn.explain:explain_cli',   'LIME explanations of classifiers, compared'),

@@ -20,7 +20,8 @@ from .core import MedsynError, load_settings, load_json, save_json, atomic_path,
 from .stats import fmt_pm
 from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
-from .diffusion import load_model, checkpoints
+from .diffusion import checkpoints
+from .sampling import load_model
 from .metrics import nearest_neighbours
 
 # %% auto #0

@@ -21,7 +21,9 @@ from .core import (MedsynError, load_settings, load_json, save_json, run_record,
 from .stats import fmt_ci, mean_ci
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,
                          write_synthetic, load_synthetic)
-from .diffusion import load_model, generate, resolve_checkpoint, train_or_resume
+from .diffusion import resolve_checkpoint
+from .training import train_or_resume
+from .sampling import load_model, generate
 from .metrics import memorisation_audit, image_features, kid_from_features, fid_from_features
 from .classify import train_classifier, predict, classification_metrics, mix_in, check_arch
 
@@ -63,7 +65,7 @@ def runs_scarce(s, dataset:str, loss:str|None=None) -> bool:
 def real_subset(dataset:str, fraction:float, s, draw:int) -> tuple:
     "(draw `draw`'s f-subset of the training split, its indices): class-stratified, seeded with the draw."
     tr = load_medmnist(dataset, 'train', s.image_size, s.data_dir or None)
-    idx = subset_indices(tr, fraction, draw)      # the draw `medsyn.diffusion.train` makes for `train_fraction` with seed `draw`
+    idx = subset_indices(tr, fraction, draw)      # the draw `medsyn.training.train` makes for `train_fraction` with seed `draw`
     return tr.subset(idx), idx
 
 def val_subset(dataset:str, fraction:float, s, draw:int, mode:str='scarce') -> tuple:

@@ -17,7 +17,9 @@ from traitlets.config import Config
 from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, dp_cell_name, atomic_path
 from .data import check_conditioning, medmnist_info
 from .denoisers import parse_model
-from .diffusion import train, checkpoints, sample, resolve_checkpoint, train_or_resume
+from .diffusion import checkpoints, resolve_checkpoint
+from .training import train, train_or_resume
+from .sampling import sample
 from .metrics import evaluate
 from .classify import classify, class_fidelity
 from .explain import explain

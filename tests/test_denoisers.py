@@ -8,6 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 import medsyn.diffusion as D
+import medsyn.training as TR
+import medsyn.sampling as SA
 from medsyn.core import MedsynError, load_json, load_settings
 from medsyn.denoisers import make_denoiser, load_denoiser, n_params, parse_model, MODELS
 from medsyn.data import load_npz
@@ -23,22 +25,22 @@ def weights(run, step, sub="unet"):
 @pytest.mark.parametrize("model", BACKBONES)
 def test_backbone_trains_resumes_exactly_and_samples(model, tmp_path):
     kw = dict(preset="smoke", progress=False, model=model, train_steps=4, checkpoint_every=2)
-    straight = D.train("breastmnist", "l2", tmp_path / "straight", **kw)
+    straight = TR.train("breastmnist", "l2", tmp_path / "straight", **kw)
     cfg = load_json(straight / "config.json")
     assert cfg["model"] == model and cfg["backbone"] == parse_model(model)[0] and cfg["n_params"] > 1000
     assert cfg["denoiser"] == {"unet": "UNet2DModel", "swin": "SwinUNet", "dit": "DiT"}[parse_model(model)[0]]
     # resume from step 2 equals the uninterrupted run, weights and EMA bit for bit
     run = tmp_path / "run"
     shutil.copytree(straight, run); shutil.rmtree(run / "checkpoints" / "step-000004")
-    D.train("breastmnist", "l2", run, preset="smoke", progress=False, resume=True)
+    TR.train("breastmnist", "l2", run, preset="smoke", progress=False, resume=True)
     pd.testing.assert_frame_equal(D.read_loss_csv(run)[CMP], D.read_loss_csv(straight)[CMP])
     for sub in ("unet", "unet_ema"):
         a, b = weights(run, 4, sub), weights(straight, 4, sub)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub
     # the checkpoint loads as its own class and samples a labelled MedMNIST npz
-    net, sch, meta = D.load_model(straight, device="cpu")
+    net, sch, meta = SA.load_model(straight, device="cpu")
     assert type(net).__name__ == cfg["denoiser"] and meta["model"] == model
-    out = D.sample(straight, 3, tmp_path / "syn.npz", steps=2, progress=False, device="cpu")
+    out = SA.sample(straight, 3, tmp_path / "syn.npz", steps=2, progress=False, device="cpu")
     syn = load_npz(out)
     assert syn.images.shape == (6, 28, 28) and syn.images.dtype == np.uint8 and syn.class_counts() == [3, 3]
 
@@ -47,7 +49,7 @@ def test_backbone_trains_resumes_exactly_and_samples(model, tmp_path):
 def test_a_few_steps_lower_the_loss(model, tmp_path):
     s = load_settings("smoke", model=model, train_steps=60, batch_size=16, lr=2e-3, warmup_steps=5, log_every=20,
                       checkpoint_every=60, label_dropout=0.0)
-    run = D.train("breastmnist", "l2", tmp_path / "r", settings=s, progress=False)
+    run = TR.train("breastmnist", "l2", tmp_path / "r", settings=s, progress=False)
     log = D.read_loss_csv(run)
     assert log.loss.iloc[-1] < 0.8 * log.loss.iloc[0], log.loss.tolist()
 

@@ -9,6 +9,8 @@ from safetensors.torch import load_file
 
 import medsyn.denoisers as DN
 import medsyn.diffusion as D
+import medsyn.training as TR
+import medsyn.sampling as SA
 from medsyn.core import MedsynError, compiled, load_json
 from medsyn.data import load_npz
 
@@ -26,7 +28,7 @@ def same_weights(a, b):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     "4 smoke steps of huber on breastmnist, uninterrupted: the reference for determinism and resume."
-    return D.train("breastmnist", "huber", tmp_path_factory.mktemp("d") / "straight", preset="smoke", progress=False)
+    return TR.train("breastmnist", "huber", tmp_path_factory.mktemp("d") / "straight", preset="smoke", progress=False)
 
 
 # ---- the "done when": CLI train then CLI sample ------------------------------------------------------------------
@@ -63,10 +65,10 @@ def test_cli_train_then_sample(cli, tmp_path):
 # ---- determinism and resume ---------------------------------------------------------------------------------------
 
 def test_deterministic_for_a_seed(straight, tmp_path):
-    again = D.train("breastmnist", "huber", tmp_path / "again", preset="smoke", progress=False)
+    again = TR.train("breastmnist", "huber", tmp_path / "again", preset="smoke", progress=False)
     pd.testing.assert_frame_equal(D.read_loss_csv(again)[CMP], D.read_loss_csv(straight)[CMP])
     assert same_weights(weights(again, 4), weights(straight, 4))
-    other = D.train("breastmnist", "huber", tmp_path / "other", preset="smoke", progress=False, seed=1, train_steps=1)
+    other = TR.train("breastmnist", "huber", tmp_path / "other", preset="smoke", progress=False, seed=1, train_steps=1)
     assert D.read_loss_csv(other).loss[0] != D.read_loss_csv(straight).loss[0]
 
 
@@ -75,7 +77,7 @@ def test_resume_from_a_checkpoint_is_exact(straight, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(straight, run)
     shutil.rmtree(run / "checkpoints" / "step-000004")
-    D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    TR.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
     pd.testing.assert_frame_equal(D.read_loss_csv(run)[CMP], D.read_loss_csv(straight)[CMP])
     for sub in ("unet", "unet_ema"):
         assert same_weights(weights(run, 4, sub), weights(straight, 4, sub)), sub
@@ -92,9 +94,9 @@ def test_keyboard_interrupt_saves_and_resumes_exactly(straight, tmp_path):
     def ctrl_c(step, loss):
         if step == 3: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        D.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=ctrl_c)
+        TR.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=ctrl_c)
     assert [p.name for p in D.checkpoints(run)] == ["step-000002", "step-000003"]
-    D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    TR.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
     pd.testing.assert_frame_equal(D.read_loss_csv(run)[CMP], D.read_loss_csv(straight)[CMP])
     assert same_weights(weights(run, 4), weights(straight, 4))
     assert same_weights(weights(run, 4, "unet_ema"), weights(straight, 4, "unet_ema"))
@@ -107,10 +109,10 @@ def test_sigint_finishes_the_step_then_saves(straight, tmp_path):
     def press_ctrl_c(step, loss):
         if step == 1: os.kill(os.getpid(), signal.SIGINT)     # a real SIGINT, as from the keyboard
     with pytest.raises(KeyboardInterrupt):
-        D.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=press_ctrl_c)
+        TR.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=press_ctrl_c)
     assert [p.name for p in D.checkpoints(run)] == ["step-000001"]
     assert signal.getsignal(signal.SIGINT) is before                           # handler restored
-    D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    TR.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
     assert same_weights(weights(run, 4), weights(straight, 4))
 
 
@@ -118,12 +120,12 @@ def test_resume_can_extend_but_not_change_the_recipe(straight, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(straight, run)
     with pytest.raises(MedsynError, match="cannot change loss"):
-        D.train("breastmnist", "l2", run, preset="smoke", progress=False, resume=True, train_steps=6)
+        TR.train("breastmnist", "l2", run, preset="smoke", progress=False, resume=True, train_steps=6)
     with pytest.raises(MedsynError, match="cannot change lr"):
-        D.train("breastmnist", None, run, preset="smoke", progress=False, resume=True, lr=1e-3)
+        TR.train("breastmnist", None, run, preset="smoke", progress=False, resume=True, lr=1e-3)
     with pytest.raises(MedsynError, match="is a run on 'breastmnist'"):
-        D.train("pneumoniamnist", None, run, preset="smoke", progress=False, resume=True)
-    D.train("breastmnist", None, run, preset="smoke", progress=False, resume=True, train_steps=6)
+        TR.train("pneumoniamnist", None, run, preset="smoke", progress=False, resume=True)
+    TR.train("breastmnist", None, run, preset="smoke", progress=False, resume=True, train_steps=6)
     assert D.read_loss_csv(run).step.tolist() == [1, 2, 3, 4, 5, 6]
     assert D.checkpoints(run)[-1].name == "step-000006"
 
@@ -139,10 +141,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
         if pred.ndim < 4: return out             # the trainer's up-front check of the loss settings
         calls["n"] += 1
         return out * float("nan") if calls["n"] == 3 else out
-    monkeypatch.setattr(D, "diffusion_loss", poisoned)
+    monkeypatch.setattr(TR, "diffusion_loss", poisoned)   # the name the trainer calls
     run = tmp_path / "run"
     with pytest.raises(MedsynError, match=r"loss is nan at step 3 .*last good checkpoint.*lower --lr.*huber") as e:
-        D.train("breastmnist", "l2", run, preset="smoke", progress=False)
+        TR.train("breastmnist", "l2", run, preset="smoke", progress=False)
     assert [p.name for p in D.checkpoints(run)] == ["step-000002"]
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     assert all(torch.isfinite(v).all() for v in weights(run, 2).values())
@@ -159,10 +161,10 @@ def test_nan_is_found_within_a_log_window_and_never_checkpointed(tmp_path, monke
         if pred.ndim < 4: return out
         calls["n"] += 1
         return out * float("nan") if calls["n"] == 3 else out
-    monkeypatch.setattr(D, "diffusion_loss", poisoned)
+    monkeypatch.setattr(TR, "diffusion_loss", poisoned)   # the name the trainer calls
     run = tmp_path / "run"
     with pytest.raises(MedsynError, match=r"loss is nan at step 3 "):
-        D.train("breastmnist", "l2", run, preset="smoke", progress=False, log_every=4, train_steps=6)
+        TR.train("breastmnist", "l2", run, preset="smoke", progress=False, log_every=4, train_steps=6)
     assert [p.name for p in D.checkpoints(run)] == ["step-000002"]
     assert all(torch.isfinite(v).all() for v in weights(run, 2).values())
 
@@ -179,26 +181,26 @@ def test_no_host_sync_per_step(tmp_path, monkeypatch):
             if f"{os.sep}medsyn{os.sep}" in f: calls.append((_name, f.rsplit(os.sep, 1)[-1], sys._getframe(1).f_lineno))
             return _orig(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, wrap)
-    D.train("breastmnist", "l2", tmp_path / "run", preset="smoke", progress=False, log_every=4, train_steps=8, checkpoint_every=8)
+    TR.train("breastmnist", "l2", tmp_path / "run", preset="smoke", progress=False, log_every=4, train_steps=8, checkpoint_every=8)
     assert len(calls) <= 8, calls       # a few per window (losses, buckets, counts): 2 windows, not one per step
 
 
 def test_time_limit_stops_cleanly_and_resume_is_exact(straight, tmp_path, monkeypatch):
     from medsyn.core import TimeLimitReached
     clock = {"t": 1000.0}
-    monkeypatch.setattr(D, "_now", lambda: clock["t"])
+    monkeypatch.setattr(TR, "_now", lambda: clock["t"])
 
     def tick(step, loss):
         if step == 2: clock["t"] = 2000.0        # past the deadline after step 2
     run = tmp_path / "run"
     with pytest.raises(TimeLimitReached, match="time limit reached at step 2 of 4"):
-        D.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=tick, deadline=1500.0)
+        TR.train("breastmnist", "huber", run, preset="smoke", progress=False, callback=tick, deadline=1500.0)
     assert [p.name for p in D.checkpoints(run)] == ["step-000002"]
     monkeypatch.setenv("MEDSYN_DEADLINE", "1500")      # the same deadline from the environment, as `medsyn study` sets it
     with pytest.raises(TimeLimitReached):
-        D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+        TR.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
     monkeypatch.delenv("MEDSYN_DEADLINE")
-    D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+    TR.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
     pd.testing.assert_frame_equal(D.read_loss_csv(run)[CMP], D.read_loss_csv(straight)[CMP])
     for sub in ("unet", "unet_ema"):
         assert same_weights(weights(run, 4, sub), weights(straight, 4, sub)), sub
@@ -214,23 +216,23 @@ def test_a_tampered_training_state_is_refused_not_executed(straight, tmp_path):
         def __reduce__(self): return (os.system, (f"touch {marker}",))
     torch.save({"step": 2, "payload": Payload()}, run / "checkpoints" / "step-000002" / "training_state.pt")
     with pytest.raises(MedsynError, match="not a training state medsyn can read safely"):
-        D.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
+        TR.train("breastmnist", "huber", run, preset="smoke", progress=False, resume=True)
     assert not marker.exists()
 
 
 def test_training_refuses_bad_requests(straight, tmp_path):
     with pytest.raises(MedsynError, match="multi-label"):
-        D.train("chestmnist", "l2", tmp_path / "c", preset="smoke")
+        TR.train("chestmnist", "l2", tmp_path / "c", preset="smoke")
     with pytest.raises(MedsynError, match="Allowed: l2, l1, huber, pseudo_huber"):
-        D.train("breastmnist", "mse", tmp_path / "m", preset="smoke")
+        TR.train("breastmnist", "mse", tmp_path / "m", preset="smoke")
     with pytest.raises(MedsynError, match="already holds a training run"):
-        D.train("breastmnist", "huber", straight, preset="smoke")
+        TR.train("breastmnist", "huber", straight, preset="smoke")
     with pytest.raises(MedsynError, match="nothing to resume"):
-        D.train("breastmnist", "huber", tmp_path / "empty", preset="smoke", resume=True)
+        TR.train("breastmnist", "huber", tmp_path / "empty", preset="smoke", resume=True)
     with pytest.raises(MedsynError, match="needs an output folder"):
-        D.train("breastmnist", "huber", None, preset="smoke")
+        TR.train("breastmnist", "huber", None, preset="smoke")
     with pytest.raises(MedsynError, match="'huber_delta' must be > 0"):
-        D.train("breastmnist", "huber", tmp_path / "h", preset="smoke", huber_delta=0)
+        TR.train("breastmnist", "huber", tmp_path / "h", preset="smoke", huber_delta=0)
 
 
 def test_cli_errors_exit_2_with_a_message(cli, tmp_path):
@@ -249,36 +251,36 @@ def test_resolve_and_load_model(straight):
     ck = D.resolve_checkpoint(straight)
     assert ck.name == "step-000004" and D.resolve_checkpoint(ck) == ck
     assert D.resolve_checkpoint(straight / "checkpoints" / "step-000002").name == "step-000002"
-    unet, sch, meta = D.load_model(straight, device="cpu")
-    raw, _, _ = D.load_model(straight, ema=False, device="cpu")
+    unet, sch, meta = SA.load_model(straight, device="cpu")
+    raw, _, _ = SA.load_model(straight, ema=False, device="cpu")
     assert meta["n_classes"] == 2 and sch.config.num_train_timesteps == 1000 and not unet.training
     assert any(not torch.equal(a, b) for a, b in zip(unet.parameters(), raw.parameters()))   # EMA != raw weights
 
 
 def test_sampling_is_seeded_and_ddpm_and_guidance_work(straight, tmp_path):
-    a = load_npz(D.sample(straight, 3, tmp_path / "a.npz", steps=3, seed=5, progress=False, batch_size=4))
-    b = load_npz(D.sample(straight, 3, tmp_path / "b.npz", steps=3, seed=5, progress=False, batch_size=4))
-    c = load_npz(D.sample(straight, 3, tmp_path / "c.npz", steps=3, seed=6, progress=False, batch_size=4))
+    a = load_npz(SA.sample(straight, 3, tmp_path / "a.npz", steps=3, seed=5, progress=False, batch_size=4))
+    b = load_npz(SA.sample(straight, 3, tmp_path / "b.npz", steps=3, seed=5, progress=False, batch_size=4))
+    c = load_npz(SA.sample(straight, 3, tmp_path / "c.npz", steps=3, seed=6, progress=False, batch_size=4))
     assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
-    d = load_npz(D.sample(straight, 2, tmp_path / "d.npz", sampler="ddpm", steps=2, guidance=3.0, progress=False))
+    d = load_npz(SA.sample(straight, 2, tmp_path / "d.npz", sampler="ddpm", steps=2, guidance=3.0, progress=False))
     assert d.images.shape == (4, 28, 28) and load_json(tmp_path / "d.json")["guidance"] == 3.0
 
 
 @pytest.mark.parametrize("sampler", ["dpmsolver", "unipc"])
 def test_multistep_solvers_are_seeded_and_start_each_batch_afresh(straight, sampler):
-    unet, sch, meta = D.load_model(straight, device="cpu")
+    unet, sch, meta = SA.load_model(straight, device="cpu")
     labels = np.array([0, 1, 0, 1])
     kw = dict(sampler=sampler, steps=4, seed=3, null_class=meta["null_class"], progress=False)
-    one = D.generate(unet, sch, labels, batch_size=4, **kw)
-    assert np.array_equal(one, D.generate(unet, sch, labels, batch_size=4, **kw))
-    assert not np.array_equal(one, D.generate(unet, sch, labels, batch_size=4, **{**kw, "seed": 4}))
+    one = SA.generate(unet, sch, labels, batch_size=4, **kw)
+    assert np.array_equal(one, SA.generate(unet, sch, labels, batch_size=4, **kw))
+    assert not np.array_equal(one, SA.generate(unet, sch, labels, batch_size=4, **{**kw, "seed": 4}))
     # a second batch must not inherit the first batch's solver history: sampled in two batches of 2, each
     # image is what it is in one batch of 4 (the initial noise is drawn in the same order)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     assert torch.equal(torch.randn(4, 1, 28, 28, generator=g1),
                        torch.cat([torch.randn(2, 1, 28, 28, generator=g2), torch.randn(2, 1, 28, 28, generator=g2)]))
-    assert np.array_equal(one, D.generate(unet, sch, labels, batch_size=2, **kw))
-    assert not np.array_equal(one, D.generate(unet, sch, labels, batch_size=4, **{**kw, "sampler": "ddim"}))
+    assert np.array_equal(one, SA.generate(unet, sch, labels, batch_size=2, **kw))
+    assert not np.array_equal(one, SA.generate(unet, sch, labels, batch_size=4, **{**kw, "sampler": "ddim"}))
 
 
 def test_compile_setting_reaches_training_sampling_and_classifiers(straight, tmp_path, monkeypatch):
@@ -286,9 +288,9 @@ def test_compile_setting_reaches_training_sampling_and_classifiers(straight, tmp
     def fake_compile(model, mode=None, **kw):
         modes.append(mode); return model
     monkeypatch.setattr(torch, "compile", fake_compile)
-    D.train("breastmnist", "l2", tmp_path / "r", preset="smoke", progress=False, train_steps=1, compile="reduce-overhead")
-    unet, sch, meta = D.load_model(straight, device="cpu")
-    D.generate(unet, sch, [0, 1, 0], batch_size=2, steps=2, progress=False, compile="max-autotune")
+    TR.train("breastmnist", "l2", tmp_path / "r", preset="smoke", progress=False, train_steps=1, compile="reduce-overhead")
+    unet, sch, meta = SA.load_model(straight, device="cpu")
+    SA.generate(unet, sch, [0, 1, 0], batch_size=2, steps=2, progress=False, compile="max-autotune")
     from medsyn.classify import train_classifier
     from medsyn.core import load_settings
     from medsyn.data import load_medmnist, subsample
@@ -301,20 +303,20 @@ def test_compile_setting_reaches_training_sampling_and_classifiers(straight, tmp
 
 def test_compiled_denoiser_matches_eager_on_cpu(straight):
     pytest.importorskip("torch._inductor")
-    unet, sch, meta = D.load_model(straight, device="cpu")
+    unet, sch, meta = SA.load_model(straight, device="cpu")
     kw = dict(sampler="ddim", steps=2, seed=1, progress=False)
-    eager = D.generate(unet, sch, [0, 1], batch_size=2, **kw)
-    comp = D.generate(unet, sch, [0, 1], batch_size=2, compile="default", **kw)
+    eager = SA.generate(unet, sch, [0, 1], batch_size=2, **kw)
+    comp = SA.generate(unet, sch, [0, 1], batch_size=2, compile="default", **kw)
     assert np.abs(eager.astype(int) - comp.astype(int)).max() <= 1     # uint8 images: at most one grey level apart
 
 
 def test_guidance_zero_is_the_unconditional_model(straight):
-    unet, sch, meta = D.load_model(straight, device="cpu")
-    g0 = D.generate(unet, sch, [0, 1], steps=3, guidance=0.0, null_class=2, progress=False)
-    null = D.generate(unet, sch, [2, 2], steps=3, guidance=1.0, progress=False)
+    unet, sch, meta = SA.load_model(straight, device="cpu")
+    g0 = SA.generate(unet, sch, [0, 1], steps=3, guidance=0.0, null_class=2, progress=False)
+    null = SA.generate(unet, sch, [2, 2], steps=3, guidance=1.0, progress=False)
     assert np.abs(g0.astype(int) - null.astype(int)).max() <= 1      # eps = eps_uncond + 0 * (...)
-    cond = D.generate(unet, sch, [0, 1], steps=3, guidance=1.0, progress=False)
-    g1 = D.generate(unet, sch, [0, 1], steps=3, guidance=1.0 + 1e-6, null_class=2, progress=False)
+    cond = SA.generate(unet, sch, [0, 1], steps=3, guidance=1.0, progress=False)
+    g1 = SA.generate(unet, sch, [0, 1], steps=3, guidance=1.0 + 1e-6, null_class=2, progress=False)
     assert np.abs(cond.astype(int) - g1.astype(int)).max() <= 1       # g = 1: the conditional model
 
 
@@ -327,28 +329,28 @@ def test_sampling_refuses_bad_requests(straight, tmp_path):
                     (dict(sampler="ddpm", eta=0.5), "eta applies to the ddim sampler only"),
                     (dict(guidance=-1.0), "guidance must be >= 0")]:
         with pytest.raises(MedsynError, match=msg):
-            D.sample(straight, **{"per_class": 2, "out": out, "progress": False, **kw})
+            SA.sample(straight, **{"per_class": 2, "out": out, "progress": False, **kw})
     with pytest.raises(MedsynError, match="is not a medsyn checkpoint"):
-        D.sample(tmp_path, 2, out)
+        SA.sample(tmp_path, 2, out)
     with pytest.raises(MedsynError, match="no such checkpoint"):
-        D.sample(tmp_path / "nope", 2, out)
+        SA.sample(tmp_path / "nope", 2, out)
     with pytest.raises(MedsynError, match="must be an .npz"):
-        D.sample(straight, 2, tmp_path / "x.png")
+        SA.sample(straight, 2, tmp_path / "x.png")
     # a checkpoint whose class count disagrees with its UNet / data set
     bad = tmp_path / "bad"
     shutil.copytree(straight / "checkpoints" / "step-000004", bad)
     m = load_json(bad / "medsyn.json"); m["n_classes"] = 3
     (bad / "medsyn.json").write_text(json.dumps(m))
     with pytest.raises(MedsynError, match="class count mismatch"):
-        D.sample(bad, 2, out, steps=2, progress=False)
+        SA.sample(bad, 2, out, steps=2, progress=False)
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
 def test_guidance_needs_a_null_class(tmp_path):
-    run = D.train("breastmnist", "l2", tmp_path / "r", preset="smoke", progress=False, train_steps=1, label_dropout=0)
+    run = TR.train("breastmnist", "l2", tmp_path / "r", preset="smoke", progress=False, train_steps=1, label_dropout=0)
     with pytest.raises(MedsynError, match="needs a model trained with label_dropout > 0"):
-        D.sample(run, 2, tmp_path / "x.npz", guidance=2.0)
-    assert D.sample(run, 1, tmp_path / "ok.npz", steps=1, progress=False).exists()    # guidance 1 is fine
+        SA.sample(run, 2, tmp_path / "x.npz", guidance=2.0)
+    assert SA.sample(run, 1, tmp_path / "ok.npz", steps=1, progress=False).exists()    # guidance 1 is fine
 
 
 # ---- other recipes: 3 channels, epsilon prediction (the default is v), linear schedule, min-SNR, accumulation, flips, fraction ----------------
@@ -358,12 +360,12 @@ def test_guidance_needs_a_null_class(tmp_path):
     ("pseudo_huber", dict(grad_accum=2, hflip=True, vflip=True, train_fraction=0.5, ema_decay=0.0)),
 ])
 def test_recipes_train_and_sample(tmp_path, loss, extra):
-    run = D.train("retinamnist", loss, tmp_path / "r", preset="smoke", progress=False, train_steps=2, **extra)
+    run = TR.train("retinamnist", loss, tmp_path / "r", preset="smoke", progress=False, train_steps=2, **extra)
     log = D.read_loss_csv(run)
     assert log.step.tolist() == [1, 2] and np.isfinite(log.loss).all()
     meta = load_json(D.resolve_checkpoint(run) / "medsyn.json")
     assert meta["n_channels"] == 3 and meta["n_classes"] == 5 and meta["loss"] == loss
-    syn = load_npz(D.sample(run, 1, tmp_path / "s.npz", steps=2, progress=False))
+    syn = load_npz(SA.sample(run, 1, tmp_path / "s.npz", steps=2, progress=False))
     assert syn.images.shape == (5, 28, 28, 3) and syn.labels.tolist() == [0, 1, 2, 3, 4]
     if extra.get("ema_decay") == 0.0:                                        # no EMA: EMA weights == raw weights
         assert same_weights(weights(run, 2), weights(run, 2, "unet_ema"))
@@ -376,20 +378,20 @@ def test_recipes_train_and_sample(tmp_path, loss, extra):
 def test_bf16_inverse_sqrt_ema_power_resume_exactly(tmp_path):
     kw = dict(preset="smoke", progress=False, train_steps=4, warmup_steps=2, checkpoint_every=10, lr_schedule="inverse_sqrt",
               ema_power=0.75, mixed_precision="bf16")
-    full = D.train("breastmnist", "l2", tmp_path / "full", **kw)
+    full = TR.train("breastmnist", "l2", tmp_path / "full", **kw)
     lr = D.read_loss_csv(full).lr.tolist()                        # lr after steps 1..4 (warm-up 2): 1/2, 1, sqrt(2/3), sqrt(2/4)
     assert np.allclose(lr, 2e-4 * np.array([0.5, 1.0, (2 / 3) ** 0.5, 0.5 ** 0.5]))
     def stop_at_2(step, loss):
         if step == 2: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        D.train("breastmnist", "l2", tmp_path / "part", callback=stop_at_2, **kw)
-    D.train("breastmnist", "l2", tmp_path / "part", resume=True, **kw)
+        TR.train("breastmnist", "l2", tmp_path / "part", callback=stop_at_2, **kw)
+    TR.train("breastmnist", "l2", tmp_path / "part", resume=True, **kw)
     for sub in ("unet", "unet_ema"):                              # resumed == uninterrupted, raw and EMA weights
         assert same_weights(weights(full, 4, sub), weights(tmp_path / "part", 4, sub))
-    fp32 = D.train("breastmnist", "l2", tmp_path / "fp32", **{**kw, "mixed_precision": "no"})
+    fp32 = TR.train("breastmnist", "l2", tmp_path / "fp32", **{**kw, "mixed_precision": "no"})
     assert not same_weights(weights(full, 4), weights(fp32, 4))  # the autocast was applied
     with pytest.raises(MedsynError, match="fp16 needs a GPU"):
-        D.train("breastmnist", "l2", tmp_path / "fp16", **{**kw, "mixed_precision": "fp16"})
+        TR.train("breastmnist", "l2", tmp_path / "fp16", **{**kw, "mixed_precision": "fp16"})
     assert not (tmp_path / "fp16").exists()
 
 
@@ -400,10 +402,10 @@ def test_mixed_precision_auto_follows_the_cpu(tmp_path, monkeypatch):
     runs = {}
     for name, fast in (("fast", True), ("slow", False)):
         monkeypatch.setattr(C, "bf16_fast", lambda device, cpuinfo=None, fast=fast: fast)
-        runs[name] = D.train("breastmnist", "l2", tmp_path / name, mixed_precision="auto", **kw)
+        runs[name] = TR.train("breastmnist", "l2", tmp_path / name, mixed_precision="auto", **kw)
         assert load_json(runs[name] / "config.json")["precision"] == ("bf16" if fast else "no")
-    bf16 = D.train("breastmnist", "l2", tmp_path / "bf16", mixed_precision="bf16", **kw)
-    fp32 = D.train("breastmnist", "l2", tmp_path / "fp32", mixed_precision="no", **kw)
+    bf16 = TR.train("breastmnist", "l2", tmp_path / "bf16", mixed_precision="bf16", **kw)
+    fp32 = TR.train("breastmnist", "l2", tmp_path / "fp32", mixed_precision="no", **kw)
     assert same_weights(weights(runs["fast"], 2), weights(bf16, 2))
     assert same_weights(weights(runs["slow"], 2), weights(fp32, 2))
     assert not same_weights(weights(bf16, 2), weights(fp32, 2))

@@ -11,7 +11,7 @@ from medsyn.dp import epsilon_spent, epsilon_lower_bound, roc_bound, calibrate
 def test_reported_epsilon_is_opacus_accountant_for_the_run(tmp_path):
     "A private run's record and checkpoints state the ε that Opacus' RDP accountant gives for its (σ, q, steps), stepped as Opacus does."
     from opacus.accountants import RDPAccountant
-    from medsyn.diffusion import train
+    from medsyn.training import train
     run = train("breastmnist", "l2", tmp_path / "dp", preset="smoke", progress=False, dp_epsilon=4.0, train_steps=6, checkpoint_every=3)
     dp = load_json(run / "config.json")["dp"]
     assert dp["steps"] == 6 and dp["sample_rate"] == 1 / math.ceil(546 / 8) and dp["delta"] == pytest.approx(1 / 5460)
@@ -24,7 +24,7 @@ def test_reported_epsilon_is_opacus_accountant_for_the_run(tmp_path):
 
 
 def test_private_runs_refuse_what_dp_sgd_cannot_do(tmp_path):
-    from medsyn.diffusion import train
+    from medsyn.training import train
     bad = dict(grad_accum=dict(grad_accum=2), bf16=dict(mixed_precision="bf16"), delta=dict(dp_delta=0.01), swin=dict(model="swin-tiny"))
     for name, kw in bad.items():
         with pytest.raises(MedsynError) as e:
@@ -34,7 +34,7 @@ def test_private_runs_refuse_what_dp_sgd_cannot_do(tmp_path):
 
 
 def test_a_private_run_cannot_resume_past_its_calibration(tmp_path):
-    from medsyn.diffusion import train
+    from medsyn.training import train
     run = train("breastmnist", "l2", tmp_path / "dp", preset="smoke", progress=False, dp_epsilon=4.0)
     with pytest.raises(MedsynError, match="calibrated for 4 steps"):
         train("breastmnist", "l2", run, preset="smoke", resume=True, progress=False, train_steps=8)
@@ -42,7 +42,7 @@ def test_a_private_run_cannot_resume_past_its_calibration(tmp_path):
 
 def _control(tmp_path, **dp):
     "The positive control of tests/test_privacy.py (the tiny UNet, 16 BreastMNIST images, about 1500 passes each), optionally private."
-    from medsyn.diffusion import train
+    from medsyn.training import train
     s = load_settings("smoke", model="tiny", train_steps=1500, batch_size=16, lr=2e-3, warmup_steps=10, log_every=100,
                       checkpoint_every=1500, ema_decay=0.0, label_dropout=0.0, train_fraction=16 / 546, device="cpu", **dp)
     return train("breastmnist", "l2", tmp_path, settings=s, progress=False), s
@@ -50,7 +50,7 @@ def _control(tmp_path, **dp):
 
 def _all_scores(run, s):
     "Loss-attack scores of every member (16) and as many class-matched non-members: the whole audit set, not the reported half."
-    from medsyn.diffusion import load_model
+    from medsyn.sampling import load_model
     from medsyn.privacy import membership_sets, denoising_losses
     sets = membership_sets(run)
     unet, sch, meta = load_model(run, ema=True, device="cpu")

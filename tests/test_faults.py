@@ -141,7 +141,8 @@ def test_truncated_results_are_refused_by_name(reference, tmp_path):
     "A truncated checkpoint, npz or JSON in a run folder is refused with its name, never used."
     from medsyn.core import load_json
     from medsyn.data import load_npz
-    from medsyn.diffusion import load_model, checkpoints
+    from medsyn.sampling import load_model
+    from medsyn.diffusion import checkpoints
     run = tmp_path / "l2"; shutil.copytree(reference, run)
     ck = checkpoints(run / "model")[-1]
     w = next((ck / "unet_ema").glob("*.safetensors")); w.write_bytes(w.read_bytes()[:1000])

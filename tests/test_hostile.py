@@ -103,7 +103,8 @@ def test_the_classify_command_refuses_a_pickle_bearing_npz_and_writes_nothing(tm
 
 def _tiny_checkpoint(tmp_path):
     "A real 1-step medsyn checkpoint (smoke preset, tiny model)."
-    from medsyn.diffusion import train, checkpoints
+    from medsyn.training import train
+    from medsyn.diffusion import checkpoints
     out = tmp_path / "run"
     train(FLAG, "l2", out=out, settings=load_settings("smoke", train_steps=1, checkpoint_every=1), progress=False)
     return checkpoints(out)[-1]
@@ -116,7 +117,7 @@ def checkpoint(tmp_path_factory):
 
 def test_a_pickle_bearing_training_state_is_refused_and_never_run(checkpoint, tmp_path):
     import shutil, torch
-    from medsyn.diffusion import load_training_state
+    from medsyn.training import load_training_state
     ck = tmp_path / "ck"; shutil.copytree(checkpoint, ck)
     torch.save({"step": 1, "payload": Evil(str(tmp_path / "PWNED"))}, ck / "training_state.pt")
     with pytest.raises(MedsynError, match="is not a training state medsyn can read safely"):
@@ -128,7 +129,7 @@ def test_a_pickle_bearing_training_state_is_refused_and_never_run(checkpoint, tm
 @pytest.mark.parametrize("what", ["truncated weights", "pickle in place of safetensors"])
 def test_broken_checkpoint_weights_are_refused(what, checkpoint, tmp_path):
     import shutil
-    from medsyn.diffusion import load_model
+    from medsyn.sampling import load_model
     ck = tmp_path / "ck"; shutil.copytree(checkpoint, ck)
     w = next((ck / "unet_ema").glob("*.safetensors"))
     if what == "truncated weights": w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])

@@ -21,7 +21,7 @@ def test_tpr_at_low_fpr_hand_computed():
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
     "The positive control: the tiny UNet trained far past convergence on 16 BreastMNIST images (about 1500 passes over each)."
-    from medsyn.diffusion import train
+    from medsyn.training import train
     s = load_settings("smoke", model="tiny", train_steps=1500, batch_size=16, lr=2e-3, warmup_steps=10, log_every=100,
                       checkpoint_every=1500, ema_decay=0.0, label_dropout=0.0, train_fraction=16 / 546, device="cpu")
     run = tmp_path_factory.mktemp("priv") / "overfit"
@@ -38,7 +38,7 @@ def test_attacks_find_the_members_of_an_overfitted_generator(overfit):
 
 
 def test_two_disjoint_nonmember_sets_are_indistinguishable(overfit):
-    from medsyn.diffusion import load_model
+    from medsyn.sampling import load_model
     run, _ = overfit
     sets = membership_sets(run)
     unet, sch, _ = load_model(run, device="cpu")

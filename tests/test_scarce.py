@@ -73,7 +73,7 @@ def test_classifier_with_augmentation_is_repeatable_and_records_it():
 
 
 def test_diffusion_training_records_which_real_images_it_saw(tmp_path):
-    from medsyn.diffusion import train
+    from medsyn.training import train
     s = load_settings("smoke", train_steps=1, device="cpu", train_fraction=0.1, seed=4)
     train("breastmnist", "l2", tmp_path / "m", settings=s, progress=False)
     seen = json.loads((tmp_path / "m" / "config.json").read_text())["real_images"]
