@@ -37,7 +37,8 @@ def main():
     from medsyn.data import load_medmnist, load_npz, stratified_indices
     from medsyn.training import train
     from medsyn.sampling import sample
-    from medsyn.metrics import image_features, fid_from_features
+    from medsyn.features import image_features
+    from medsyn.metrics import fid_from_features
     from medsyn.classify import classify
     from medsyn.denoisers import make_denoiser, n_params
     from medsyn.tables import to_markdown

@@ -30,7 +30,7 @@ def main():
     from medsyn import diffusion as D
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist
-    from medsyn.metrics import image_features
+    from medsyn.features import image_features
     from medsyn.data import draw_indices
     from medsyn.classify import train_classifier, predict, classification_metrics
     s = load_settings('cpu')

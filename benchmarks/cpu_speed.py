@@ -51,7 +51,7 @@ def main():
     from medsyn.denoisers import make_denoiser
     from medsyn.diffusion import make_scheduler
     from medsyn.data import load_medmnist
-    from medsyn.metrics import image_features
+    from medsyn.features import image_features
     sys_info = dict(cpu=next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?'),
                     flags=sorted({f for l in open('/proc/cpuinfo') if l.startswith('flags') for f in l.split()
                                   if f.startswith(('avx512_bf16', 'amx', 'avx512f'))}),

@@ -42,7 +42,8 @@ def main():
     import torch
     from medsyn import diffusion as D
     from medsyn.data import load_medmnist, stratified_indices
-    from medsyn.metrics import image_features, fid_from_features
+    from medsyn.features import image_features
+    from medsyn.metrics import fid_from_features
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     real = load_medmnist(a.dataset, 'test')
     ridx = stratified_indices(real.labels, per_class=a.per_class, seed=a.seed)

@@ -44,7 +44,7 @@ def run(a):
     from medsyn import diffusion as D
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist, MedMNISTSplit, image_grid, class_rows, save_figure
-    from medsyn.metrics import image_features
+    from medsyn.features import image_features
     from medsyn.data import draw_indices
     name, kv = parse_recipe(a.recipe)
     s = load_settings(a.preset, **{k: v for k, v in kv.items()})

