@@ -14,15 +14,15 @@ import pandas as pd
 
 import seaborn as sns
 import matplotlib.pyplot as plt
-from .core import atomic_path
+from .core import atomic_path, MedsynError
 from .data import save_figure, load_medmnist, load_npz, image_grid, class_rows, medmnist_info
 from .privacy import fig_privacy_utility, plot_roc
-from .scarce import scarce_table, draw_table, fig_scarce
+from .scarce import scarce_table, draw_table, ARM_COLOURS, ARM_NAMES
 
 # %% auto #0
-__all__ = ['BACKBONE_PANELS', 'save_fig', 'copy_figure', 'fig_grids', 'fig_loss_curves', 'fig_fid', 'fig_kid_prdc',
-           'fig_memorisation', 'fig_downstream', 'fig_low_data', 'generator_name', 'fig_privacy', 'fig_dp', 'fig_lime',
-           'fig_backbones', 'fig_fidelity']
+__all__ = ['LOSS_MARKERS', 'FRACTION_MARKERS', 'BACKBONE_PANELS', 'save_fig', 'copy_figure', 'fig_grids', 'fig_loss_curves',
+           'fig_fid', 'fig_kid_prdc', 'fig_memorisation', 'fig_downstream', 'fig_low_data', 'generator_name',
+           'fig_privacy', 'fig_dp', 'fig_lime', 'fig_scarce', 'fig_backbones', 'fig_fidelity']
 
 # %% ../nbs/08b_figures.ipynb #84276ab9
 def _style():
@@ -271,6 +271,70 @@ def fig_lime(T:dict, figures_dir) -> list:
         for i, p in enumerate(f['lime'][:1]):
             out += copy_figure(p, figures_dir, f"lime_{f['dataset']}_{f['loss']}")
     return out
+
+# %% ../nbs/08b_figures.ipynb #cc41d1c7
+LOSS_MARKERS = ('s', '^', 'D', 'v')
+
+FRACTION_MARKERS = ('o', 's', '^', 'D', 'v', 'P')
+
+def _delta_panel(ax, g:pd.DataFrame, styles:dict):
+    "ΔAUC from real only against real images per class, one line per (arm, loss, ratio), 95 % intervals."
+    ax.axhline(0, color='grey', ls='--', lw=0.8)
+    groups = list(g.groupby(['arm', 'loss', 'ratio'], sort=False))
+    for i, ((arm, loss, ratio), h) in enumerate(groups):
+        h = h.sort_values('n_real')
+        x = (h['n_real'] / h['n_classes']).to_numpy() * 1.045 ** (i - (len(groups) - 1) / 2)   # a small dodge keeps the bars apart
+        marker, ls = styles.get(loss, ('o', '-'))
+        lab = ARM_NAMES[arm] + ('' if loss == '-' else f" ({loss}{'' if ratio == 1 else f', {ratio:g}x'})")
+        c, y = ARM_COLOURS[arm], h['d_auc_mean']
+        ax.plot(x, y, marker=marker, ms=4.5, color=c, ls=ls, label=lab)
+        if h['d_auc_low'].notna().any():
+            ax.errorbar(x, y, yerr=[y - h['d_auc_low'], h['d_auc_high'] - y], fmt='none', capsize=2, color=c, lw=0.9)
+    per_class = sorted((g['n_real'] / g['n_classes']).unique())
+    ax.set_xscale('log'); ax.minorticks_off()
+    ax.set_xlim(per_class[0] / 1.5, per_class[-1] * 1.5); ax.set_xticks(per_class, [f"{v:.3g}" for v in per_class])
+    ax.set_xlabel('real training images per class (log scale)')
+
+def _kid_panel(ax, D:pd.DataFrame):
+    "Each draw's ΔAUC of the synthetic arms against its generator's KID, the real-vs-real floor dotted."
+    D = D[D['kid'].notna()] if not D.empty else D
+    if D.empty:
+        ax.text(0.5, 0.5, 'no generator KID recorded', ha='center', va='center', transform=ax.transAxes, fontsize=8); return
+    ax.axhline(0, color='grey', ls='--', lw=0.8)
+    fr = sorted(D['fraction'].unique())
+    for (arm, f), h in D.groupby(['arm', 'fraction']):
+        ax.scatter(h['kid'], h['d_auc'], s=18, color=ARM_COLOURS[arm], marker=FRACTION_MARKERS[fr.index(f) % len(FRACTION_MARKERS)],
+                   alpha=0.8, label=f"{f:.0%} of the real images")
+    ax.axvline(D['kid_floor'].mean(), color='grey', ls=':', lw=1)
+    ax.set_xlabel("subset generator's KID vs real test images")
+
+def fig_scarce(t:pd.DataFrame, per_draw:pd.DataFrame|None=None):
+    """The headline figure: paired ΔAUC from real only against real training images per class, 95 % intervals over subset draws,
+    one column per data set (top); each draw's ΔAUC of the synthetic arms against its generator's KID (bottom)."""
+    val = 'scarce' if 'scarce' in set(t['val']) else t['val'].iloc[0]
+    t = t[(t['val'] == val) & (t['arm'] != 'real')]
+    if t.empty: raise MedsynError("no arm to compare with real only: the scarce table holds real-only rows alone")
+    D = per_draw if per_draw is not None else pd.DataFrame(columns=['dataset', 'val', 'kid'])
+    D = D[D['val'] == val] if not D.empty else D
+    ds = sorted(t['dataset'].unique())
+    fig, axes = plt.subplots(2, len(ds), figsize=(3.4 * len(ds) + 2.6, 5.8), squeeze=False)
+    losses = sorted(x for x in t['loss'].unique() if x != '-')
+    styles = {l: (m, ls) for l, m, ls in zip(losses, LOSS_MARKERS, ['--', ':', '-.', (0, (1, 3))])}
+    for j, d in enumerate(ds):
+        _delta_panel(axes[0, j], t[t['dataset'] == d], styles); axes[0, j].set_title(d)
+        _kid_panel(axes[1, j], D[D['dataset'] == d] if not D.empty else D)
+    axes[0, 0].set_ylabel('ΔAUC vs real only\n(95 % CI over draws)'); axes[1, 0].set_ylabel('ΔAUC of each draw\n(synthetic arms)')
+    for row, title in ((0, 'arm (generator loss)'), (1, 'fraction (colour: arm)')):
+        seen = {}
+        for ax in axes[row]:
+            for h, l in zip(*ax.get_legend_handles_labels()): seen.setdefault(l, h)
+        if seen: fig.legend(list(seen.values()), list(seen), loc='center left', fontsize=7, frameon=False, title=title, title_fontsize=7,
+                            bbox_to_anchor=(1.0, 0.75 if row == 0 else 0.25))
+    fig.suptitle(f"Scarce real data ({val} validation set): {int(t['draws'].max())} subset draws x {int(t['seeds'].max())} "
+                 "classifier seeds", fontsize=9)
+    fig.tight_layout()
+    return fig
+
 
 # %% ../nbs/08b_figures.ipynb #292c6c83
 BACKBONE_PANELS = (('fid64', 'FID-64', 'floor64'), ('fid192', 'FID-192', 'floor192'), ('fid768', 'FID-768', 'floor768'),

@@ -9,8 +9,9 @@ import torch
 from medsyn.core import MedsynError, load_settings, save_json
 from medsyn.data import MODALITY, classical_augmentation, indices_digest, load_medmnist, to_tensor
 from medsyn.stats import mean_ci
+from medsyn.figures import fig_scarce
 from medsyn.scarce import (ARMS, REAL_ARMS, SYN_ARMS, check_draws, check_leak, collect_scarce, draw_difference, draw_table,
-                           draws_needed, fig_scarce, frac_dir, generator_steps, paired_difference, real_subset, run_arms,
+                           draws_needed, frac_dir, generator_steps, paired_difference, real_subset, run_arms,
                            scarce_markdown, scarce_table, val_subset, verdict)
 
 

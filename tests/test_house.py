@@ -1,0 +1,52 @@
+"The shape of the house (issue 25): one straight line of imports, rooms a reader can hold, imports at the top."
+import ast
+from pathlib import Path
+
+import pytest
+
+LIB = Path(__file__).resolve().parents[1] / "medsyn"
+MODULES = sorted(p for p in LIB.glob("*.py") if not p.name.startswith("_"))
+
+
+def _imports(p):
+    "The medsyn modules `p` imports, anywhere in it."
+    out = set()
+    for n in ast.walk(ast.parse(p.read_text())):
+        if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module: out.add(n.module.split(".")[0])
+        elif isinstance(n, ast.ImportFrom) and (n.module or "").startswith("medsyn."): out.add(n.module.split(".")[1])
+        elif isinstance(n, ast.Import):
+            out |= {a.name.split(".")[1] for a in n.names if a.name.startswith("medsyn.")}
+    return out - {p.stem}
+
+
+def test_no_import_cycle():
+    graph = {p.stem: _imports(p) for p in MODULES}
+    seen, stack = set(), []
+    def visit(m):
+        if m in stack: raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+        if m in seen: return
+        stack.append(m)
+        for d in sorted(graph.get(m, ())): visit(d)
+        stack.pop(); seen.add(m)
+    for m in graph: visit(m)
+
+
+def test_imports_inside_functions_say_why():
+    bad = []
+    for p in MODULES:
+        lines = p.read_text().splitlines()
+        for f in ast.walk(ast.parse(p.read_text())):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                bad += [f"{p.name}:{n.lineno}" for n in ast.walk(f)
+                        if isinstance(n, (ast.Import, ast.ImportFrom)) and "#" not in lines[n.lineno - 1]]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("p", MODULES, ids=lambda p: p.name)
+def test_rooms_a_reader_can_hold(p):
+    "No module over 500 lines, no function over 60."
+    src = p.read_text()
+    assert len(src.splitlines()) <= 500, f"{p.name}: {len(src.splitlines())} lines"
+    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(src))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, long
