@@ -99,6 +99,7 @@ def _diff(h:pd.DataFrame, arm:str, base:str) -> str:
 def cnns_table(R:pd.DataFrame) -> pd.DataFrame:
     "Per data set and CNN: real-trained and TSTR AUC, TSTR - real, and each scarce-data arm's paired ΔAUC from real only per fraction."
     out = []
+    if R.empty: return pd.DataFrame()
     for (d, a), g in R.groupby(['dataset', 'arch'], sort=False):
         full = g[g['fraction'] == 1.0]
         r = {'data set': d, 'classifier': ARCH_NAMES.get(a, a)}
