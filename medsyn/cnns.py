@@ -96,13 +96,15 @@ def _diff(h:pd.DataFrame, arm:str, base:str) -> str:
     m, lo, hi = mean_ci(d.values)
     return f"{m:+.3f}" if len(d) < 2 else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
-def cnns_table(R:pd.DataFrame) -> pd.DataFrame:
-    "Per data set and CNN: real-trained and TSTR AUC, TSTR - real, and each scarce-data arm's paired ΔAUC from real only per fraction."
+def cnns_table(R:pd.DataFrame, s=None) -> pd.DataFrame:
+    """Per data set and CNN: real-trained and TSTR AUC, TSTR - real, and each scarce-data arm's paired ΔAUC from real only per fraction
+    (with settings `s`, an ImageNet CNN is named with the input size it trained at)."""
     out = []
     if R.empty: return pd.DataFrame()
     for (d, a), g in R.groupby(['dataset', 'arch'], sort=False):
         full = g[g['fraction'] == 1.0]
-        r = {'data set': d, 'classifier': ARCH_NAMES.get(a, a)}
+        name, isz = ARCH_NAMES.get(a, a), cnn_input(a, s) if s is not None else None
+        r = {'data set': d, 'classifier': f"{name.split(' (')[0]} ({isz} px)" if isz else name}
         for arm, lab in (('real', 'real-trained AUC'), ('synthetic', 'TSTR AUC')):
             x = full.loc[full['arm'] == arm, 'auc']
             r[lab] = f"{x.mean():.3f} ± {x.std(ddof=1):.3f}" if len(x) > 1 else (f"{x.mean():.3f}" if len(x) else '')
@@ -126,7 +128,7 @@ def cnns_cli(argv:list|None=None):
     root = Path(a.runs_dir)/a.preset
     if not root.is_dir(): raise MedsynError(f"no study in {root}: run `medsyn study --preset {a.preset} --runs-dir {a.runs_dir}` first")
     run_cnns(root, s)
-    t = cnns_table(collect_cnns(root))
+    t = cnns_table(collect_cnns(root), s)
     td = Path(a.tables_dir or ('tables' if a.preset == 'quick' else f'tables/{a.preset}'))
     for f in write_table(t, td, 'cnns', "The seeds' CNNs on the study's own sets: real-trained and TSTR AUC (mean ± sd over seeds), "
                          "TSTR - real and the scarce-data arms' ΔAUC from real only (paired by seed; draws in cnn_draws)."): print(f"wrote {f}")
