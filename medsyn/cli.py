@@ -22,6 +22,7 @@ COMMANDS = {
     'classify': ('medsyn.classify:classify_cli', 'train and test CNN classifiers on real, synthetic and mixed data'),
     'explain':  ('medsyn.explain:explain_cli',   'LIME explanations of classifiers, compared'),
     'study':    ('medsyn.study:study_cli',       'run the papermill study grid and build figures and tables'),
+    'cnns':     ('medsyn.cnns:cnns_cli',         "the seeds' CNNs (VGG-19, DenseNet-121, ResNet-50) on a finished study's sets"),
 }
 
 def _usage() -> str:

@@ -148,6 +148,11 @@ SCHEMA = {
     'clf_min_steps': Key('int', 'fewest classifier optimiser steps: small training sets get more epochs (0: clf_epochs as given)', range=(0, None)),
     'clf_lr': Key('float', 'classifier learning rate (Adam)', range=(0, None, True)),
     'pretrained': Key('str', 'ImageNet weights for torchvision classifiers', ('false', 'true', 'required')),
+    'cnn_archs': Key('list[str]', "`medsyn cnns`: the seeds' CNNs trained on a finished study's real, synthetic and scarce-data sets (none: no extension)", ARCHS + ('none',)),
+    'cnn_datasets': Key('list[str]', '`medsyn cnns`: data sets of the extension', DATASETS_2D),
+    'cnn_fractions': Key('list[float]', '`medsyn cnns`: scarce-data fractions whose arms the extension retrains with each CNN'),
+    'cnn_draws': Key('list[int]', '`medsyn cnns`: subset draws whose arms the extension retrains'),
+    'cnn_input_size': Key('int', '`medsyn cnns`: input size the 28 px images are resized to for the ImageNet CNNs (0: their 224; at least 32)', range=(0, None)),
     'mix_ratio': Key('float', 'synthetic images per real image in the mixed regime', range=(0, None)),
     'fractions': Key('list[float]', 'real training fractions of the scarce-data experiment (those below 1)', range=(0, 1, True)),
     # the scarce-data experiment (nbs/09_scarce.ipynb)

@@ -168,15 +168,17 @@ def generator_quality(synthetic, subset_idx, dataset:str, s, seed:int=0, progres
 
 
 # %% ../nbs/09_scarce.ipynb #dd507da8
-def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None, progress:bool=True) -> dict:
+def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None, progress:bool=True, arch:str|None=None,
+             input_size:int|None=None) -> dict:
     """Train and test the classifiers of `arms` on draw `draw` of `fraction`: per `low_data_val` mode, `low_data_seeds` seed (and
-    ratio of `arm_ratios` in the synthetic arms); write `out`/metrics.json and predictions.npz."""
+    ratio of `arm_ratios` in the synthetic arms), with classifier `arch` (default: the first of `archs`) at `input_size` (None: the
+    arch's own); write `out`/metrics.json and predictions.npz."""
     bad = [a for a in arms if a not in ARMS]
     if bad: raise MedsynError(f"unknown arm(s) {bad}. Arms: {', '.join(ARMS)}")
     needs_syn = any(a in SYN_ARMS for a in arms)
     if needs_syn and synthetic is None: raise MedsynError(f"arms {[a for a in arms if a in SYN_ARMS]} need the draw's synthetic set")
     if not s.low_data_seeds: raise MedsynError("low_data_seeds needs at least one seed")
-    arch = check_arch(s.archs[0])
+    arch = check_arch(arch or s.archs[0])
     sub, idx = real_subset(dataset, fraction, s, draw)
     digest = indices_digest(idx)
     syn = None
@@ -195,7 +197,8 @@ def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None
     for mode, arm, ratio, seed in tqdm(runs, desc=f"{dataset} {fraction:g} draw {draw}: {', '.join(arms)}", disable=not progress):
         val, vidx = vals[mode]
         train, k = (mix_in(sub, syn, ratio, seed) if arm in SYN_ARMS else (sub, 0))
-        model, hist = train_classifier(train, val, arch, s, seed, progress=False, augment=aug if arm.endswith('+aug') else None)
+        model, hist = train_classifier(train, val, arch, s, seed, progress=False, input_size=input_size,
+                                       augment=aug if arm.endswith('+aug') else None)
         sc = predict(model, test)
         m = classification_metrics(test.labels, sc, test.info['task'], test.n_classes)
         rows.append(dict(dataset=dataset, fraction=fraction, draw=int(draw), val=mode, arm=arm, ratio=float(ratio), seed=int(seed),
