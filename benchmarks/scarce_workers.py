@@ -1,4 +1,4 @@
-"""Why `low_data_workers` 2 on a 2-core CPU: one process with every thread against one process per core, side by side.
+"""Why `scarce_workers` 2 on a 2-core CPU: one process with every thread against one process per core, side by side.
 
 The scarce-data stage trains many small models (subset generators, classifier arms) whose steps are too small to keep
 two threads busy. This times the two workloads it is made of, the small CNN's training step (batches of 32, bf16 where

@@ -17,7 +17,7 @@ import torchmetrics.functional as M
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, seed_everything, get_device, run_record,
-                         atomic_path, save_json, load_json, fault_point, autocast, compiled, fast_optimizer_kwargs, pop_option)
+                         atomic_path, save_json, load_json, fault_point, autocast, compiled, fast_optimizer_kwargs)
 from .data import (MedMNISTSplit, load_medmnist, medmnist_info, to_tensor, subsample, check_conditioning, concat, draw_indices,
                          load_synthetic)
 
@@ -274,9 +274,9 @@ def _save_model(model, meta:dict, d:Path):
     with atomic_path(d/'model.pt') as t: torch.save(model.state_dict(), t)
     save_json(meta, d/'classifier.json')
 
-def load_classifier(model_dir, device='cpu'):
+def load_classifier(clf_dir, device='cpu'):
     "A classifier saved by `classify` (a `seed-<s>` folder): (model in eval mode, its metadata)."
-    d = Path(model_dir)
+    d = Path(clf_dir)
     if not (d/'classifier.json').exists() or not (d/'model.pt').exists():
         seeds = sorted(p.name for p in d.glob('**/seed-*') if (p/'model.pt').exists()) if d.is_dir() else []
         hint = f" It holds model folders: {', '.join(seeds[:6])}" if seeds else ''
@@ -375,12 +375,12 @@ def _per_class_f1(y, scores, task, n_classes):
     return [float(v) for v in M.classification.multiclass_f1_score(pred, torch.as_tensor(np.asarray(y), dtype=torch.long),
                                                                     num_classes=n_classes, average='none')]
 
-def class_fidelity(model_dir, synthetic, settings=None, device=None) -> dict:
+def class_fidelity(clf_dir, synthetic, settings=None, device=None) -> dict:
     "How well a real-trained classifier (a `seed-<s>` folder) recovers the conditioning labels of a synthetic set."
     s = settings or load_settings()
-    model, meta = load_classifier(model_dir, device or get_device(s.device))
+    model, meta = load_classifier(clf_dir, device or get_device(s.device))
     if meta.get('regime') not in (None, 'real'):
-        print(f"medsyn: note: {model_dir} was trained in the '{meta['regime']}' regime; class fidelity is meant for a real-trained classifier",
+        print(f"medsyn: note: {clf_dir} was trained in the '{meta['regime']}' regime; class fidelity is meant for a real-trained classifier",
               file=sys.stderr)
     flag, C, task = meta['flag'], meta['n_classes'], meta['task']
     syn = load_synthetic(synthetic, flag, meta.get('image_size', 28))
@@ -391,7 +391,7 @@ def class_fidelity(model_dir, synthetic, settings=None, device=None) -> dict:
     r = classification_metrics(test.labels, st, task, C)
     missing = [c for c, k in enumerate(syn.class_counts()) if k == 0]
     if missing: m['auc'] = float('nan')   # one-vs-rest AUC is undefined for a class without images
-    return dict(flag=flag, model=str(model_dir), synthetic=str(synthetic), n=len(syn), class_counts=syn.class_counts(),
+    return dict(flag=flag, model=str(clf_dir), synthetic=str(synthetic), n=len(syn), class_counts=syn.class_counts(),
                 label_names=meta['label_names'], acc=m['acc'], auc=m['auc'], f1_macro=m['f1_macro'],
                 f1_per_class=_per_class_f1(syn.labels, sc, task, C), auc_per_class=_per_class_auc(syn.labels, sc, C),
                 recall_per_class=m['recall_per_class'], confusion=m['confusion'],
@@ -402,8 +402,7 @@ def class_fidelity(model_dir, synthetic, settings=None, device=None) -> dict:
 # %% ../nbs/04_classify.ipynb #4b5b822c
 def classify_cli(argv:list|None=None):
     "`medsyn classify`: train and test classifiers, or measure class fidelity."
-    argv, model_dir = pop_option(list(sys.argv[1:] if argv is None else argv), '--model')
-    argv, over = split_overrides(argv)
+    argv, over = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog='medsyn classify', description=(
         "Train CNN classifiers on real, synthetic or mixed MedMNIST data and test them on the real test split; "
         "or (--fidelity-of) let a real-trained classifier label a synthetic set (class fidelity). "
@@ -416,21 +415,21 @@ def classify_cli(argv:list|None=None):
     p.add_argument('--input-size', type=int, help='resize input to this size for torchvision archs (default 224)')
     p.add_argument('--n-synthetic', type=int, help='mixed: synthetic images added (default: mix_ratio x real images)')
     p.add_argument('--preset', default=None, help='settings preset (smoke, quick, cpu, paper)')
-    p.add_argument('--fidelity-of', metavar='FILE.npz', help='class fidelity of this synthetic set, judged by --model')
-    p.add_argument('--model', help='with --fidelity-of: a real-trained classifier folder (…/seed-<s>)')
+    p.add_argument('--fidelity-of', metavar='FILE.npz', help='class fidelity of this synthetic set, judged by --classifier')
+    p.add_argument('--classifier', metavar='DIR', help='with --fidelity-of: a real-trained classifier folder (…/seed-<s>)')
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
-    a = p.parse_args(argv + (['--model', model_dir] if model_dir is not None else []))
+    a = p.parse_args(argv)
     s = load_settings(a.preset, **over)
     if a.fidelity_of:
-        if not a.model: raise MedsynError("--fidelity-of needs --model DIR (a real-trained classifier folder)")
-        res = class_fidelity(a.model, a.fidelity_of, s)
+        if not a.classifier: raise MedsynError("--fidelity-of needs --classifier DIR (a real-trained classifier folder)")
+        res = class_fidelity(a.classifier, a.fidelity_of, s)
         if a.dataset and a.dataset != res['flag']: raise MedsynError(f"--dataset {a.dataset} but the model is for {res['flag']}")
         save_json(res, Path(a.out)/'fidelity.json')
         print(f"class fidelity of {a.fidelity_of}: F1 {res['f1_macro']:.3f}, AUC {res['auc']:.3f} "
               f"(real test: F1 {res['real_test']['f1_macro']:.3f}, AUC {res['real_test']['auc']:.3f}); wrote {Path(a.out)/'fidelity.json'}")
         return 0
-    if not a.dataset or not a.regime: raise MedsynError("--dataset and --regime are required (or --fidelity-of with --model)")
+    if not a.dataset or not a.regime: raise MedsynError("--dataset and --regime are required (or --fidelity-of with --classifier)")
     res = classify(a.dataset, a.regime, a.out, a.synthetic, a.arch, None, s, not a.quiet, a.input_size, a.n_synthetic)
     for c in res['cells']:
         m, sd = c['mean'], c['std']

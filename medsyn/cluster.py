@@ -1,4 +1,4 @@
-"""A study that runs for hours on shared machines: one study per runs folder at a time, a stale lock from a killed run taken over safely, a runs folder from an incompatible version refused, and the grid's cells submitted as jobs through `submitit` (Slurm, or real local subprocesses).
+"""A study that runs for hours on shared machines: one study per runs folder at a time, a stale lock from a killed run taken over safely, and the grid's cells submitted as jobs through `submitit` (Slurm, or real local subprocesses).
 
 Docs: https://medsyn.github.io/medsyn/cluster.html.md"""
 
@@ -15,8 +15,7 @@ from . import __version__
 from .core import MedsynError, save_json, load_json
 
 # %% auto #0
-__all__ = ['RUNS_FORMAT', 'RUNS_MARKER', 'pid_alive', 'lock_info', 'LockHeld', 'RunLock', 'check_runs_format', 'sweep_partial',
-           'executor_parameters', 'run_cells_submitit']
+__all__ = ['pid_alive', 'lock_info', 'LockHeld', 'RunLock', 'sweep_partial', 'executor_parameters', 'run_cells_submitit']
 
 # %% ../nbs/11_cluster.ipynb #ce256b56
 def _proc_start(pid:int):
@@ -133,24 +132,6 @@ class RunLock:
 
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
-
-# %% ../nbs/11_cluster.ipynb #25311dd1
-RUNS_FORMAT = 2     # 2: the scarce-data experiment keeps a folder per subset draw (low_data/frac-<f>/draw-<k>)
-RUNS_MARKER = 'medsyn-runs.json'
-
-def check_runs_format(runs_dir, write:bool=True) -> dict:
-    "Refuse a runs folder written in another layout; mark a new (or unmarked) one as this layout. Returns its record."
-    p = Path(runs_dir)/RUNS_MARKER
-    if p.exists():
-        try: rec = load_json(p)
-        except MedsynError as e: raise MedsynError(f"{p} is unreadable: {e}") from None
-        if rec.get('format') != RUNS_FORMAT:
-            raise MedsynError(f"{runs_dir} was written by medsyn {rec.get('medsyn', '?')} in runs format {rec.get('format')!r}; this "
-                              f"medsyn ({__version__}) reads format {RUNS_FORMAT} only. Use a new --runs-dir (or the medsyn that wrote it).")
-        return rec
-    rec = dict(format=RUNS_FORMAT, medsyn=__version__)
-    if write: save_json(rec, p)
-    return rec
 
 # %% ../nbs/11_cluster.ipynb #4baf9357
 import re, shutil

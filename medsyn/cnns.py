@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 
 from .core import MedsynError, load_settings, load_json, split_overrides, DATASETS_2D
 from .stats import mean_ci, fmt_ci, fmt_pm
+from .runs import scarce_dir, METRICS, scarce_dirs, check_runs_format
 from .classify import classify, DEFAULT_INPUT_SIZE, check_arch
-from .scarce import run_arms, frac_dir, REAL_ARMS, SYN_ARMS, ARMS
+from .scarce import run_arms, REAL_ARMS, SYN_ARMS, ARMS
 from .tables import ARCH_NAMES, write_table
 
 # %% auto #0
@@ -40,9 +41,10 @@ def _loss_cell(ds:Path, s) -> Path:
 def run_cnns(runs_root, s, archs=None, progress:bool=True) -> dict:
     """Train every CNN of `archs` (default `cnn_archs`) on a finished study under `runs_root` (= runs/<preset>): real-trained and TSTR
     over `seeds`, and the scarce-data arms on `cnn_fractions` x `cnn_draws` over `seeds`. {(dataset, arch): its folder}."""
+    check_runs_format(Path(runs_root).parent, write=False)
     archs = [check_arch(a) for a in (archs or s.cnn_archs) if a != 'none']
     if not archs: raise MedsynError("cnn_archs is none: name the CNNs, e.g. --cnn-archs resnet50,densenet121,vgg19_bn")
-    sa = s.replace(low_data_seeds=s.seeds)           # the arms over the study's seeds too
+    sa = s.replace(scarce_seeds=s.seeds)           # the arms over the study's seeds too
     jobs, out = [], {}
     for d in s.cnn_datasets:
         ds = Path(runs_root)/d; cell = _loss_cell(ds, s)
@@ -50,9 +52,9 @@ def run_cnns(runs_root, s, archs=None, progress:bool=True) -> dict:
             raise MedsynError(f"{cell} has no synthetic.npz: run `medsyn study --preset {s.preset}` (with {d}) before `medsyn cnns`")
         for f in s.cnn_fractions:
             for k in s.cnn_draws:
-                if not (frac_dir(cell, f, k)/'synthetic.npz').exists():
-                    raise MedsynError(f"{frac_dir(cell, f, k)} has no synthetic set: the study ran no draw {k} at fraction {f:g} "
-                                      "(see its fractions and low_data_subset_seeds)")
+                if not (scarce_dir(cell, f, k)/'synthetic.npz').exists():
+                    raise MedsynError(f"{scarce_dir(cell, f, k)} has no synthetic set: the study ran no draw {k} at fraction {f:g} "
+                                      "(see its fractions and scarce_subset_seeds)")
         for a in archs: jobs += [(d, ds, cell, a)]
     for d, ds, cell, a in tqdm(jobs, desc='medsyn cnns', disable=not progress):
         ad, isz = cnn_dir(ds, a), cnn_input(a, s)
@@ -62,8 +64,8 @@ def run_cnns(runs_root, s, archs=None, progress:bool=True) -> dict:
                 classify(d, regime, out=o, synthetic=syn, arch=a, settings=s, progress=False, input_size=isz)
         for f in s.cnn_fractions:
             for k in s.cnn_draws:
-                for arms, sub, syn in ((REAL_ARMS, 'real', None), (SYN_ARMS, cell.name, frac_dir(cell, f, k)/'synthetic.npz')):
-                    o = frac_dir(ad/sub, f, k)
+                for arms, sub, syn in ((REAL_ARMS, 'real', None), (SYN_ARMS, cell.name, scarce_dir(cell, f, k)/'synthetic.npz')):
+                    o = scarce_dir(ad/sub, f, k)
                     if not (o/'metrics.json').exists():
                         run_arms(d, arms, f, k, o, sa, synthetic=syn, progress=False, arch=a, input_size=isz)
         out[(d, a)] = ad
@@ -83,7 +85,7 @@ def collect_cnns(runs_root) -> pd.DataFrame:
                 if m.exists():
                     for seed, auc in _aucs(load_json(m)).items():
                         rows.append(dict(dataset=ds.name, arch=ad.name, fraction=1.0, draw=-1, arm=regime, ratio=0.0, seed=seed, auc=auc))
-            for m in ad.glob('*/low_data/frac-*/draw-*/metrics.json'):
+            for m in (d/METRICS for c in ad.iterdir() if c.is_dir() for d in scarce_dirs(c) if (d/METRICS).exists()):
                 for r in load_json(m)['rows']:
                     rows.append(dict(dataset=ds.name, arch=ad.name, fraction=r['fraction'], draw=r['draw'], arm=r['arm'],
                                      ratio=r['ratio'], seed=r['seed'], auc=r['auc'], val=r['val']))

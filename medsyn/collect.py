@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import MedsynError, load_json, DATASETS_2D, loss_run_dirs, backbone_run_dirs
+from .core import MedsynError, load_json, DATASETS_2D
+from .runs import loss_run_dirs, backbone_run_dirs
 from .denoisers import parse_model
 from .diffusion import read_loss_csv
 from .privacy import collect_dp

@@ -6,7 +6,7 @@ Docs: https://medsyn.github.io/medsyn/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #420eb6d3
 from __future__ import annotations
-import configparser, contextlib, errno, fnmatch, json, os, platform, random, signal, sys, tempfile, time
+import configparser, contextlib, errno, fnmatch, json, os, platform, random, signal, sys, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,9 @@ import torch
 from importlib.metadata import version, PackageNotFoundError
 
 # %% auto #0
-__all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'DP_PREFIX', 'SCHEMA',
-           'MedsynError', 'TimeLimitReached', 'deadline_from_env', 'Key', 'loss_run_dirs', 'dp_run_dirs',
-           'dp_cell_name', 'backbone_run_dirs', 'parse_value', 'repo_root', 'settings_path', 'Settings', 'presets',
-           'load_settings', 'split_overrides', 'pop_option', 'seed_everything', 'get_device', 'bf16_fast',
+__all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'SCHEMA', 'RENAMED', 'MedsynError',
+           'TimeLimitReached', 'deadline_from_env', 'Key', 'current_key', 'parse_value', 'repo_root', 'settings_path',
+           'Settings', 'presets', 'load_settings', 'split_overrides', 'seed_everything', 'get_device', 'bf16_fast',
            'resolve_precision', 'versions', 'run_record', 'compiled', 'autocast', 'fast_optimizer_kwargs',
            'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
 
@@ -54,26 +53,6 @@ class Key:
     help: str
     choices: tuple | None = None
     range: tuple | None = None
-
-# %% ../nbs/00_core.ipynb #e05a7bb8
-DP_PREFIX = 'dp-eps'    # runs/<preset>/<dataset>/dp-eps<epsilon>/<loss>: a private generator's cell (nbs/12_dp.ipynb)
-
-def loss_run_dirs(dataset_dir) -> list:
-    "The loss-cell folders of `runs/<preset>/<dataset>/` (the preset's own denoiser), sorted: not `real/`, not extra-backbone or private cells."
-    return sorted(p for p in Path(dataset_dir).iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES
-                  and not p.name.startswith(DP_PREFIX))
-
-def dp_run_dirs(dataset_dir) -> list:
-    "The private loss-cell folders, `runs/<preset>/<dataset>/dp-eps<epsilon>/<loss>/`, sorted."
-    return sorted(p for e in Path(dataset_dir).iterdir() if e.is_dir() and e.name.startswith(DP_PREFIX) for p in e.iterdir() if p.is_dir())
-
-def dp_cell_name(epsilon:float) -> str:
-    "The folder of the private cells at `epsilon`: dp-eps1, dp-eps10, dp-eps0.5."
-    return f"{DP_PREFIX}{epsilon:g}"
-
-def backbone_run_dirs(dataset_dir) -> list:
-    "The loss-cell folders of the extra backbones, `runs/<preset>/<dataset>/<backbone>/<loss>/`, sorted."
-    return sorted(p for b in Path(dataset_dir).iterdir() if b.is_dir() and b.name in MODELS + MODEL_SIZES for p in b.iterdir() if p.is_dir())
 
 # %% ../nbs/00_core.ipynb #169b0ea5
 SCHEMA = {
@@ -156,17 +135,17 @@ SCHEMA = {
     'mix_ratio': Key('float', 'synthetic images per real image in the mixed regime', range=(0, None)),
     'fractions': Key('list[float]', 'real training fractions of the scarce-data experiment (those below 1)', range=(0, 1, True)),
     # the scarce-data experiment (nbs/09_scarce.ipynb)
-    'low_data_datasets': Key('list[str]', "data sets that run the scarce-data experiment ('all': every data set of the grid)", DATASETS_2D + ('all',)),
-    'low_data_losses': Key('list[str]', "losses whose cells train scarce-data generators ('all': every loss of the grid)", LOSSES + ('all',)),
-    'low_data_subset_seeds': Key('list[int]', 'independent draws of each scarce-data subset: each seed draws its own training (and validation) subset, with its own generator and arms'),
-    'low_data_val': Key('list[str]', "validation images the scarce-data arms pick their epoch on: scarce (the same fraction of the validation split, drawn with the subset) or full (all of it); a list runs both", ('scarce', 'full')),
-    'low_data_seeds': Key('list[int]', 'classifier seeds of each scarce-data arm (paired across arms)'),
-    'low_data_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arm (a list sweeps them; "+ synthetic + classical" takes the first)', range=(0, None, True)),
-    'low_data_max_synthetic': Key('int', 'sweep a ratio of low_data_ratios only where it asks for at most this many synthetic images (0: every ratio everywhere; the first ratio always runs)', range=(0, None)),
-    'low_data_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)', range=(1, None)),
-    'low_data_max_steps': Key('int', 'most optimiser steps of a scarce-data generator (0: train_steps); low_data_max_epochs caps small subsets', range=(0, None)),
-    'low_data_batch_size': Key('int', 'batch size of a scarce-data generator (0: batch_size)', range=(0, None)),
-    'low_data_workers': Key('int', 'scarce-data draws run at once, each in its own process with its share of the CPU threads (CPU: 2 on 2 cores gives ~1.3x; GPU: 1)', range=(1, None)),
+    'scarce_datasets': Key('list[str]', "data sets that run the scarce-data experiment ('all': every data set of the grid)", DATASETS_2D + ('all',)),
+    'scarce_losses': Key('list[str]', "losses whose cells train scarce-data generators ('all': every loss of the grid)", LOSSES + ('all',)),
+    'scarce_subset_seeds': Key('list[int]', 'independent draws of each scarce-data subset: each seed draws its own training (and validation) subset, with its own generator and arms'),
+    'scarce_val': Key('list[str]', "validation images the scarce-data arms pick their epoch on: scarce (the same fraction of the validation split, drawn with the subset) or full (all of it); a list runs both", ('scarce', 'full')),
+    'scarce_seeds': Key('list[int]', 'classifier seeds of each scarce-data arm (paired across arms)'),
+    'scarce_ratios': Key('list[float]', 'synthetic images per real image in the scarce-data "+ synthetic" arm (a list sweeps them; "+ synthetic + classical" takes the first)', range=(0, None, True)),
+    'scarce_max_synthetic': Key('int', 'sweep a ratio of scarce_ratios only where it asks for at most this many synthetic images (0: every ratio everywhere; the first ratio always runs)', range=(0, None)),
+    'scarce_max_epochs': Key('int', 'a per-fraction generator sees each of its real images at most this many times (fewer steps than train_steps for a small subset)', range=(1, None)),
+    'scarce_max_steps': Key('int', 'most optimiser steps of a scarce-data generator (0: train_steps); scarce_max_epochs caps small subsets', range=(0, None)),
+    'scarce_batch_size': Key('int', 'batch size of a scarce-data generator (0: batch_size)', range=(0, None)),
+    'scarce_workers': Key('int', 'scarce-data draws run at once, each in its own process with its share of the CPU threads (CPU: 2 on 2 cores gives ~1.3x; GPU: 1)', range=(1, None)),
     # privacy (nbs/10_privacy.ipynb)
     'privacy_max_images': Key('int', 'membership inference: members audited per generator, and as many non-members (0: all)', range=(0, None)),
     # differential privacy (nbs/12_dp.ipynb): DP-SGD with Opacus, a setting of the one trainer
@@ -195,6 +174,18 @@ SCHEMA.update({
     'slurm_mem_gb': Key('int', 'memory per cell job in GB', range=(1, None)),
     'slurm_time_min': Key('int', 'wall-time limit per cell job in minutes', range=(1, None)),
 })
+
+# %% ../nbs/00_core.ipynb #8baa80ed
+RENAMED = {f'low_data_{k}': f'scarce_{k}' for k in ('datasets', 'losses', 'subset_seeds', 'val', 'seeds', 'ratios', 'max_synthetic',
+                                                    'max_epochs', 'max_steps', 'batch_size', 'workers')}
+
+def current_key(key:str, warn:bool=True) -> str:
+    "Today's name of setting `key`: an old name (`RENAMED`) is translated, with a `FutureWarning` when `warn`."
+    new = RENAMED.get(key)
+    if new is None: return key
+    if warn: warnings.warn(f"setting '{key}' is now called '{new}' (--{new.replace('_', '-')}); the old name will stop working "
+                           "in a later medsyn", FutureWarning, stacklevel=3)
+    return new
 
 # %% ../nbs/00_core.ipynb #e4f9b5b4
 _BOOLS = {'true': True, 'yes': True, '1': True, 'on': True, 'false': False, 'no': False, '0': False, 'off': False}
@@ -237,7 +228,9 @@ def parse_value(key:str, v:Any):
     if spec.choices is not None:
         for o in (out if isinstance(out, list) else [out]):
             if o not in spec.choices:
-                raise MedsynError(f"setting '{key}': {o!r} is not allowed. Allowed: {', '.join(map(str, spec.choices))}")
+                hint = (" (a classifier's folder is given as --classifier DIR)" if key == 'model' and isinstance(o, str)
+                        and ('/' in o or Path(o).exists()) else '')
+                raise MedsynError(f"setting '{key}': {o!r} is not allowed. Allowed: {', '.join(map(str, spec.choices))}{hint}")
     return out
 
 # %% ../nbs/00_core.ipynb #582a9d72
@@ -265,6 +258,7 @@ class Settings(dict):
         raise AttributeError("Settings are read-only: use `s.replace(key=value)`")
     def replace(self, **overrides) -> 'Settings':
         "A copy with `overrides` parsed and checked."
+        overrides = {current_key(k): v for k, v in overrides.items()}
         new = Settings({**self, **{k: parse_value(k, v) for k, v in overrides.items()}})
         new.preset = self.preset
         return new
@@ -293,6 +287,7 @@ def load_settings(preset:str|None=None, path=None, **overrides) -> Settings:
     if preset not in (None, 'DEFAULT') and not cp.has_section(preset):
         raise MedsynError(f"unknown preset '{preset}'. Presets in {path.name}: {', '.join(cp.sections())}")
     raw = dict(cp.defaults()) if preset in (None, 'DEFAULT') else dict(cp[preset])
+    raw = {current_key(k): v for k, v in raw.items()}          # an old settings.ini: old names still read
     missing = sorted(set(SCHEMA) - set(raw))
     if missing: raise MedsynError(f"{path.name} lacks settings: {', '.join(missing)}")
     unknown = sorted(set(raw) - set(SCHEMA))
@@ -308,26 +303,13 @@ def split_overrides(argv:list) -> tuple:
     while i < len(argv):
         a = argv[i]
         k = a[2:].replace('-', '_').split('=')[0] if a.startswith('--') else None
+        k = current_key(k) if k in RENAMED else k
         if k in SCHEMA:
             if '=' in a: over[k] = a.split('=', 1)[1]; i += 1
             elif i + 1 < len(argv): over[k] = argv[i+1]; i += 2
             else: raise MedsynError(f"--{k} needs a value")
         else: rest.append(a); i += 1
     return rest, over
-
-# %% ../nbs/00_core.ipynb #28bd2468
-def pop_option(argv:list, name:str) -> tuple:
-    "(argv without `name VALUE` / `name=VALUE`, VALUE or None): takes an option out before `split_overrides` sees it."
-    rest, val, i = [], None, 0
-    while i < len(argv):
-        a = argv[i]
-        if a == name:
-            if i + 1 >= len(argv): raise MedsynError(f"{name} needs a value")
-            val = argv[i + 1]; i += 2; continue
-        if a.startswith(name + '='): val = a.split('=', 1)[1]; i += 1; continue
-        rest.append(a); i += 1
-    return rest, val
-
 
 # %% ../nbs/00_core.ipynb #6f77a7db
 def seed_everything(seed:int):

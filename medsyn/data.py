@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from .core import MedsynError, DATASETS_2D, repo_root, atomic_path, load_json, save_json
 
 # %% auto #0
-__all__ = ['SIZES', 'SPLITS', 'AUGMENT_POLICIES', 'MODALITY', 'medmnist_info', 'npz_name', 'medmnist_root', 'search_dirs',
+__all__ = ['IMAGE_SIZES', 'SPLITS', 'AUGMENT_POLICIES', 'MODALITY', 'medmnist_info', 'npz_name', 'medmnist_root', 'search_dirs',
            'file_digest', 'md5sum', 'verify_md5', 'MedMNISTSplit', 'find_medmnist', 'load_medmnist',
            'check_conditioning', 'to_tensor', 'to_uint8', 'stratified_indices', 'subset_indices', 'subsample',
            'indices_digest', 'Augment', 'classical_augmentation', 'sidecar_path', 'load_npz', 'check_arrays',
@@ -28,7 +28,7 @@ __all__ = ['SIZES', 'SPLITS', 'AUGMENT_POLICIES', 'MODALITY', 'medmnist_info', '
            'class_rows', 'real_grid', 'describe', 'data_cli']
 
 # %% ../nbs/01_data.ipynb #10571ab3
-SIZES = (28, 64, 128, 224)
+IMAGE_SIZES = (28, 64, 128, 224)
 SPLITS = ('train', 'val', 'test')
 
 def _info_table():
@@ -45,12 +45,12 @@ def medmnist_info(flag:str) -> dict:
     names = [i['label'][str(k)] for k in range(len(i['label']))]
     return dict(flag=flag, task=i['task'], label_names=names, n_classes=len(names), n_channels=i['n_channels'],
                 n_samples=dict(i['n_samples']), license=i['license'], description=i['description'],
-                md5={s: i['MD5' if s == 28 else f'MD5_{s}'] for s in SIZES})
+                md5={s: i['MD5' if s == 28 else f'MD5_{s}'] for s in IMAGE_SIZES})
 
 # %% ../nbs/01_data.ipynb #779c4511
 def npz_name(flag:str, size:int=28) -> str:
     "MedMNIST's file name for `flag` at `size` px."
-    if size not in SIZES: raise MedsynError(f"unsupported image size {size}. MedMNIST sizes: {', '.join(map(str, SIZES))}")
+    if size not in IMAGE_SIZES: raise MedsynError(f"unsupported image size {size}. MedMNIST sizes: {', '.join(map(str, IMAGE_SIZES))}")
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
 
 def medmnist_root() -> Path:

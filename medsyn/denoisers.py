@@ -20,19 +20,18 @@ from .core import MedsynError, BACKBONES, MODEL_SIZES, MODELS
 from .data import load_medmnist
 
 # %% auto #0
-__all__ = ['SIZES', 'UNET_PRESETS', 'SWIN_PRESETS', 'SWIN_LAYOUT', 'DIT_PRESETS', 'DENOISER_CLASSES', 'parse_model',
-           'unet_config', 'make_unet', 'n_params', 'CondSwinBlock', 'PatchExpand', 'SwinUNet', 'swin_config', 'DiT',
-           'dit_config', 'denoiser_config', 'denoiser_class', 'make_denoiser', 'load_denoiser', 'n_class_embeds',
-           'fig_layouts']
+__all__ = ['UNET_PRESETS', 'SWIN_PRESETS', 'SWIN_LAYOUT', 'DIT_PRESETS', 'DENOISER_CLASSES', 'parse_model', 'unet_config',
+           'make_unet', 'n_params', 'CondSwinBlock', 'PatchExpand', 'SwinUNet', 'swin_config', 'DiT', 'dit_config',
+           'denoiser_config', 'denoiser_class', 'make_denoiser', 'load_denoiser', 'n_class_embeds', 'fig_layouts']
 
 # %% ../nbs/01a_denoisers.ipynb #e8d563c2
-SIZES = MODEL_SIZES     # BACKBONES, MODEL_SIZES and MODELS live in medsyn.core, whose settings check checks them
+# BACKBONES, MODEL_SIZES and MODELS live in medsyn.core, whose settings check checks them
 
 def parse_model(model:str) -> tuple:
     "(backbone, size) of a `model` setting such as 'swin-small'; a bare size ('small', as before there were backbones) is a UNet."
-    if model in SIZES: return 'unet', model
+    if model in MODEL_SIZES: return 'unet', model
     b, _, s = str(model).partition('-')
-    if b not in BACKBONES or s not in SIZES:
+    if b not in BACKBONES or s not in MODEL_SIZES:
         raise MedsynError(f"unknown model '{model}'. Models: {', '.join(MODELS)} (a bare size such as 'small' means unet-small)")
     return b, s
 

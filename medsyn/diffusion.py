@@ -82,12 +82,12 @@ def resolve_checkpoint(path) -> Path:
     raise MedsynError(f"{p} is not a medsyn checkpoint: it has no {MARKER} (and no checkpoints/step-*/ inside). "
                       "Pass a run folder written by `medsyn train` or one of its checkpoints/step-NNNNNN folders.")
 
-def _write_checkpoint(ckdir:Path, unet, ema_unet, scheduler, meta:dict, state:dict):
+def _write_checkpoint(ckdir:Path, denoiser, ema_denoiser, scheduler, meta:dict, state:dict):
     ckdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=ckdir.parent, prefix=f'.{ckdir.name}.tmp-'))
     try:
-        unet.save_pretrained(tmp/'unet', safe_serialization=True)
-        ema_unet.save_pretrained(tmp/'unet_ema', safe_serialization=True)
+        denoiser.save_pretrained(tmp/'unet', safe_serialization=True)
+        ema_denoiser.save_pretrained(tmp/'unet_ema', safe_serialization=True)
         scheduler.save_pretrained(tmp/'scheduler')
         torch.save(state, tmp/'training_state.pt')
         fault_point('checkpoint/write')            # fault injection (tests): a kill with the folder half-written

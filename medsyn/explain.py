@@ -15,8 +15,7 @@ import matplotlib.pyplot as plt
 from lime.wrappers.scikit_image import SegmentationAlgorithm
 from skimage.segmentation import mark_boundaries
 from tqdm.auto import tqdm
-from .core import (MedsynError, load_settings, split_overrides, get_device, run_record, save_json, atomic_path, fault_point,
-                         pop_option)
+from .core import MedsynError, load_settings, split_overrides, get_device, run_record, save_json, atomic_path, fault_point
 from .data import load_medmnist, save_figure
 from .classify import load_classifier, predict
 
@@ -102,7 +101,7 @@ def lime_panel(images, labels, label_names, rows, titles, k:int, flag:str='', ti
     return fig
 
 # %% ../nbs/05_explain.ipynb #553f8a86
-def explain(model_dir, dataset:str, out, compare_dir=None, n:int|None=None, settings=None, seed:int=0,
+def explain(clf_dir, dataset:str, out, compare_dir=None, n:int|None=None, settings=None, seed:int=0,
             target:str='label', progress:bool=True, names:tuple|None=None) -> dict:
     "LIME on `n` seeded real test images of `dataset` under one or two classifiers; figure, JSON and npz in `out/`."
     s = settings or load_settings()
@@ -110,7 +109,7 @@ def explain(model_dir, dataset:str, out, compare_dir=None, n:int|None=None, sett
     n = s.lime_images if n is None else int(n)
     if n < 1: raise MedsynError(f"--n must be at least 1, got {n}")
     if s.lime_samples < 10: raise MedsynError(f"lime_samples must be at least 10, got {s.lime_samples}")
-    dirs = [Path(model_dir)] + ([Path(compare_dir)] if compare_dir else [])
+    dirs = [Path(clf_dir)] + ([Path(compare_dir)] if compare_dir else [])
     models = [load_classifier(d, get_device(s.device)) for d in dirs]
     for d, (_, meta) in zip(dirs, models):
         if meta['flag'] != dataset: raise MedsynError(f"{d} is a classifier for '{meta['flag']}', not '{dataset}'")
@@ -153,13 +152,12 @@ def explain(model_dir, dataset:str, out, compare_dir=None, n:int|None=None, sett
 # %% ../nbs/05_explain.ipynb #029a3b1d
 def explain_cli(argv:list|None=None):
     "`medsyn explain`: LIME explanations of one or two classifiers on real test images."
-    argv, model_dir = pop_option(list(sys.argv[1:] if argv is None else argv), '--model')   # not the UNet 'model' setting
-    argv, over = split_overrides(argv)
+    argv, over = split_overrides(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog='medsyn explain', description=(
         "LIME explanations of a classifier (and optionally a second one, side by side) on a seeded set of real test "
         "images; writes a figure, explain.json (with the mean top-k superpixel IoU) and explanations.npz. "
         "Settings such as --lime-samples, --lime-segments, --lime-top-k and --seed can be given as --key value."))
-    p.add_argument('--model', required=True, help='classifier folder written by medsyn classify (…/seed-<s>)')
+    p.add_argument('--classifier', metavar='DIR', required=True, help='classifier folder written by medsyn classify (…/seed-<s>)')
     p.add_argument('--compare', help='a second classifier folder to compare with (e.g. the synthetic-trained one)')
     p.add_argument('--dataset', required=True, help='MedMNIST flag the classifiers were trained for')
     p.add_argument('--n', type=int, help='test images to explain (default: the lime_images setting)')
@@ -167,9 +165,9 @@ def explain_cli(argv:list|None=None):
     p.add_argument('--preset', default=None, help='settings preset (smoke, quick, cpu, paper)')
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
-    a = p.parse_args(argv + (['--model', model_dir] if model_dir is not None else []))
+    a = p.parse_args(argv)
     s = load_settings(a.preset, **over)
-    res = explain(a.model, a.dataset, a.out, a.compare, a.n, s, s.seed, a.target, not a.quiet)
+    res = explain(a.classifier, a.dataset, a.out, a.compare, a.n, s, s.seed, a.target, not a.quiet)
     if res['mean_iou'] is not None:
         print(f"{a.dataset}: mean top-{s.lime_top_k} superpixel IoU {res['mean_iou']:.3f} over {res['n']} images "
               f"(random baseline {res['baseline']['random_iou']:.3f}, self 1.0)")

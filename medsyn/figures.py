@@ -21,8 +21,8 @@ from .scarce import scarce_table, draw_table, ARM_COLOURS, ARM_NAMES
 
 # %% auto #0
 __all__ = ['LOSS_MARKERS', 'FRACTION_MARKERS', 'BACKBONE_PANELS', 'save_fig', 'copy_figure', 'fig_grids', 'fig_loss_curves',
-           'fig_fid', 'fig_kid_prdc', 'fig_memorisation', 'fig_downstream', 'fig_low_data', 'generator_name',
-           'fig_privacy', 'fig_dp', 'fig_lime', 'fig_scarce', 'fig_backbones', 'fig_fidelity']
+           'fig_fid', 'fig_kid_prdc', 'fig_memorisation', 'fig_downstream', 'fig_scarce', 'generator_name',
+           'fig_privacy', 'fig_dp', 'fig_lime', 'plot_scarce', 'fig_backbones', 'fig_fidelity']
 
 # %% ../nbs/08b_figures.ipynb #84276ab9
 def _style():
@@ -191,14 +191,14 @@ def fig_downstream(T:dict, figures_dir) -> list:
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'downstream')
 
-def fig_low_data(T:dict, figures_dir) -> list:
-    "The scarce-data experiment: paired ΔAUC against real images per class, per arm, intervals over draws; ΔAUC against generator KID (`medsyn.scarce.fig_scarce`)."
+def fig_scarce(T:dict, figures_dir) -> list:
+    "The scarce-data experiment: paired ΔAUC against real images per class, per arm, intervals over draws; ΔAUC against generator KID (`plot_scarce`)."
     _style()
     R = T.get('scarce_rows', pd.DataFrame())
     if R.empty: return []
     t = scarce_table(R, T.get('scarce_generators'), missing=T.setdefault('missing', []))
     if t.empty or (t['arm'] == 'real').all(): return []
-    return save_fig(fig_scarce(t, draw_table(R, T.get('scarce_generators'))), figures_dir, 'low_data')
+    return save_fig(plot_scarce(t, draw_table(R, T.get('scarce_generators'))), figures_dir, 'scarce')
 
 def generator_name(r, short:bool=False) -> str:
     "'all real images' (or 'all'), or '10 % subset, draw 1' (or '10 %/1') for a privacy row."
@@ -308,7 +308,7 @@ def _kid_panel(ax, D:pd.DataFrame):
     ax.axvline(D['kid_floor'].mean(), color='grey', ls=':', lw=1)
     ax.set_xlabel("subset generator's KID vs real test images")
 
-def fig_scarce(t:pd.DataFrame, per_draw:pd.DataFrame|None=None):
+def plot_scarce(t:pd.DataFrame, per_draw:pd.DataFrame|None=None):
     """The headline figure: paired ΔAUC from real only against real training images per class, 95 % intervals over subset draws,
     one column per data set (top); each draw's ΔAUC of the synthetic arms against its generator's KID (bottom)."""
     val = 'scarce' if 'scarce' in set(t['val']) else t['val'].iloc[0]

@@ -16,8 +16,9 @@ import torch
 import matplotlib.pyplot as plt
 from sklearn.metrics import roc_curve, roc_auc_score
 from tqdm.auto import tqdm
-from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D, dp_run_dirs
+from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D
 from .stats import fmt_pm
+from .runs import dp_run_dirs, scarce_dirs
 from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
 from .diffusion import checkpoints
@@ -103,17 +104,17 @@ def privacy_verdict(a:dict) -> str:
             f"{a['tpr_at_1pct_fpr']:.0%} of members found at 1 % false positives")
 
 # %% ../nbs/10_privacy.ipynb #6e9a7983
-def _x0_eps(unet, scheduler, x, t, y, prediction):
+def _x0_eps(denoiser, scheduler, x, t, y, prediction):
     "The model's clean-image and noise estimates at timestep `t` (a tensor of timesteps)."
     ab = scheduler.alphas_cumprod.to(x.device)[t].view(-1, 1, 1, 1)
-    out = unet(x, t, class_labels=y).sample.float()
+    out = denoiser(x, t, class_labels=y).sample.float()
     if prediction == 'v_prediction': return ab.sqrt() * x - (1 - ab).sqrt() * out, (1 - ab).sqrt() * x + ab.sqrt() * out
     return (x - (1 - ab).sqrt() * out) / ab.sqrt(), out
 
-def _ddim_move(unet, scheduler, x, t_from:int, t_to:int, y, prediction):
+def _ddim_move(denoiser, scheduler, x, t_from:int, t_to:int, y, prediction):
     "A deterministic DDIM step from `t_from` to `t_to` (inversion when `t_to` > `t_from`)."
     tt = torch.full((len(x),), t_from, device=x.device, dtype=torch.long)
-    x0, eps = _x0_eps(unet, scheduler, x, tt, y, prediction)
+    x0, eps = _x0_eps(denoiser, scheduler, x, tt, y, prediction)
     ab = scheduler.alphas_cumprod.to(x.device)[t_to]
     return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
@@ -122,11 +123,11 @@ def _batched(ds, batch_size, device):
     for i in range(0, len(x), batch_size): yield x[i:i+batch_size].to(device), y[i:i+batch_size].to(device)
 
 @torch.no_grad()
-def denoising_losses(unet, scheduler, ds:MedMNISTSplit, timesteps=(25, 50, 100, 200, 400), n_noise:int=2, seed:int=0,
+def denoising_losses(denoiser, scheduler, ds:MedMNISTSplit, timesteps=(25, 50, 100, 200, 400), n_noise:int=2, seed:int=0,
                      batch_size:int=128, prediction:str='v_prediction', progress:bool=False) -> np.ndarray:
     "Each image's denoising loss (N, len(timesteps)), averaged over `n_noise` seeded noises shared by every image."
-    dev = next(unet.parameters()).device
-    c, s = unet.config.in_channels, unet.config.sample_size
+    dev = next(denoiser.parameters()).device
+    c, s = denoiser.config.in_channels, denoiser.config.sample_size
     bank = torch.randn(len(timesteps), n_noise, c, s, s, generator=torch.Generator().manual_seed(seed)).to(dev)
     out = []
     for x, y in tqdm(list(_batched(ds, batch_size, dev)), desc='loss attack', disable=not progress):
@@ -137,24 +138,24 @@ def denoising_losses(unet, scheduler, ds:MedMNISTSplit, timesteps=(25, 50, 100, 
             for j in range(n_noise):
                 noise = bank[k, j].expand_as(x)
                 target = noise if prediction == 'epsilon' else scheduler.get_velocity(x, noise, tt)
-                pred = unet(scheduler.add_noise(x, noise, tt), tt, class_labels=y).sample.float()
+                pred = denoiser(scheduler.add_noise(x, noise, tt), tt, class_labels=y).sample.float()
                 acc = acc + (pred - target).square().flatten(1).mean(1)
             row.append(acc / n_noise)
         out.append(torch.stack(row, 1).cpu())
     return torch.cat(out).numpy()
 
 @torch.no_grad()
-def t_errors(unet, scheduler, ds:MedMNISTSplit, timesteps=(50, 100, 200, 300), interval:int=50, batch_size:int=128,
+def t_errors(denoiser, scheduler, ds:MedMNISTSplit, timesteps=(50, 100, 200, 300), interval:int=50, batch_size:int=128,
              prediction:str='v_prediction', progress:bool=False) -> np.ndarray:
     "Each image's DDIM round-trip error (N, len(timesteps)): invert to t, invert one `interval` further, denoise back to t."
     if any(t % interval for t in timesteps): raise MedsynError(f"timesteps must be multiples of interval {interval}, got {timesteps}")
-    dev, out = next(unet.parameters()).device, []
+    dev, out = next(denoiser.parameters()).device, []
     for x, y in tqdm(list(_batched(ds, batch_size, dev)), desc='t-error attack', disable=not progress):
         cur, t_cur, row = x, 0, []
         for t in sorted(timesteps):
-            while t_cur < t: cur, t_cur = _ddim_move(unet, scheduler, cur, t_cur, t_cur + interval, y, prediction), t_cur + interval
-            up = _ddim_move(unet, scheduler, cur, t, t + interval, y, prediction)
-            back = _ddim_move(unet, scheduler, up, t + interval, t, y, prediction)
+            while t_cur < t: cur, t_cur = _ddim_move(denoiser, scheduler, cur, t_cur, t_cur + interval, y, prediction), t_cur + interval
+            up = _ddim_move(denoiser, scheduler, cur, t, t + interval, y, prediction)
+            back = _ddim_move(denoiser, scheduler, up, t + interval, t, y, prediction)
             row.append((back - cur).square().flatten(1).mean(1))
         out.append(torch.stack(row, 1).cpu())
     return torch.cat(out).numpy()
@@ -178,20 +179,20 @@ def audit_membership(model_dir, synthetic=None, n_max:int|None=None, settings=No
     sets = membership_sets(model_dir, n_max, seed)
     check_disjoint(sets)
     s = settings or load_settings()
-    unet, sch, meta = load_model(model_dir, ema=True, device=device or s.device)
+    denoiser, sch, meta = load_model(model_dir, ema=True, device=device or s.device)
     pred = meta.get('prediction', 'v_prediction')
     M, N = sets['members'], sets['nonmembers']
     mc, mr = _halves(len(M), seed)      # member i and non-member i share a class: one split keeps both halves class-matched
     nc, nr = mc, mr
     out = dict(flag=sets['flag'], fraction=sets['fraction'], trained_on=sets['digest'], step=meta['step'], loss=meta['loss'],
                n_members=len(M), n_nonmembers=len(N), n_reported=(len(mr), len(nr)), attacks={})
-    lm, ln = (denoising_losses(unet, sch, d, prediction=pred, seed=seed, progress=progress) for d in (M, N))
+    lm, ln = (denoising_losses(denoiser, sch, d, prediction=pred, seed=seed, progress=progress) for d in (M, N))
     dp = meta.get('dp')                 # a private generator: what it spent by this checkpoint (nbs/12_dp.ipynb)
     delta = dp['delta'] if dp else 0.0
     if dp: out['dp'] = dp
     out['attacks']['loss'] = attack_summary(-lm[mr].mean(1), -ln[nr].mean(1), n_bootstrap, seed, delta=delta)
     ts = (50, 100, 200, 300)
-    em, en = (t_errors(unet, sch, d, ts, prediction=pred, progress=progress) for d in (M, N))
+    em, en = (t_errors(denoiser, sch, d, ts, prediction=pred, progress=progress) for d in (M, N))
     y = np.r_[np.ones(len(mc)), np.zeros(len(nc))]
     calib = [roc_auc_score(y, -np.r_[em[mc, k], en[nc, k]]) for k in range(len(ts))]
     k = int(np.argmax(calib))
@@ -217,8 +218,8 @@ def audit_over_steps(model_dir, n_max:int|None=None, settings=None, seed:int=0, 
     _, rep = _halves(len(sets['members']), seed)
     rows = []
     for ck in checkpoints(model_dir):
-        unet, sch, meta = load_model(ck, ema=True, device=device or s.device)
-        lm, ln = (denoising_losses(unet, sch, d, prediction=meta.get('prediction', 'v_prediction'), seed=seed, progress=progress)
+        denoiser, sch, meta = load_model(ck, ema=True, device=device or s.device)
+        lm, ln = (denoising_losses(denoiser, sch, d, prediction=meta.get('prediction', 'v_prediction'), seed=seed, progress=progress)
                   for d in (sets['members'], sets['nonmembers']))
         a = attack_summary(-lm[rep].mean(1), -ln[rep].mean(1), n_bootstrap, seed)
         rows.append(dict(step=meta['step'], **{k: a[k] for k in ('auc', 'auc_low', 'auc_high', 'tpr_at_1pct_fpr')}))
@@ -345,7 +346,7 @@ def collect_dp(runs_root) -> tuple:
         real = ds/'real'/'classify_real'/'metrics.json'
         real_auc = float(np.mean([v['auc'] for v in load_json(real)['cells'][0]['per_seed'].values()])) if real.exists() else None
         for cell in list(dict.fromkeys([ds/p.name for p in private if (ds/p.name).is_dir()])) + private:   # ε = ∞ first
-            subs = sorted((cell/'low_data').glob('frac-*/draw-*'))
+            subs = scarce_dirs(cell)
             for gen, card_f in [('full', cell/'model'/'card.json')] + [(f"{f.parent.name}/{f.name}", f/'model'/'card.json') for f in subs]:
                 if not card_f.exists(): continue
                 rows.append(_card_row(load_json(card_f), ds.name, cell.name, gen, real_auc if gen == 'full' else None))

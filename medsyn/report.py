@@ -11,22 +11,24 @@ from pathlib import Path
 
 
 import matplotlib
+from .runs import check_runs_format
 from .collect import collect
 from .figures import (fig_backbones, fig_downstream, fig_dp, fig_fid, fig_fidelity, fig_grids, fig_kid_prdc, fig_lime,
-                            fig_loss_curves, fig_low_data, fig_memorisation, fig_privacy)
+                            fig_loss_curves, fig_scarce, fig_memorisation, fig_privacy)
 from .tables import provenance, write_tables
 
 # %% auto #0
 __all__ = ['FIGURES', 'build_report']
 
 # %% ../nbs/08_report.ipynb #ac19d735
-FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, fig_downstream, fig_low_data, fig_privacy, fig_lime,
+FIGURES = (fig_grids, fig_loss_curves, fig_fid, fig_kid_prdc, fig_memorisation, fig_downstream, fig_scarce, fig_privacy, fig_lime,
            fig_backbones, fig_fidelity, fig_dp)
 
 def build_report(runs_root, figures_dir, tables_dir) -> dict:
     "Collect the runs under `runs_root` and write every figure and table; returns the files written and what was missing."
     matplotlib.use('Agg', force=False)
     t0 = time.time()
+    check_runs_format(Path(runs_root).parent, write=False)   # a runs folder of another layout: refused, not half-read
     T = collect(runs_root)
     Path(figures_dir).mkdir(parents=True, exist_ok=True)
     figs = [p for f in FIGURES for p in f(T, figures_dir)]

@@ -19,7 +19,7 @@ import diffusers
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 from .core import (MedsynError, load_settings, split_overrides, get_device, run_record, load_json, fault_point,
-                         resolve_precision, autocast, compiled)
+                         resolve_precision, autocast, compiled, current_key)
 from .data import load_medmnist, medmnist_info, to_uint8, image_grid, save_figure, class_rows, sidecar_path, write_synthetic
 from .denoisers import load_denoiser, n_class_embeds
 from .diffusion import MARKER, resolve_checkpoint
@@ -31,26 +31,27 @@ __all__ = ['SAMPLERS', 'load_model', 'make_sampler', 'generate', 'sample', 'samp
 SAMPLERS = ('ddim', 'ddpm', 'dpmsolver', 'unipc')
 _SAMPLER_CLASSES = dict(ddim='DDIMScheduler', ddpm='DDPMScheduler', dpmsolver='DPMSolverMultistepScheduler', unipc='UniPCMultistepScheduler')
 
-def load_model(checkpoint, ema:bool=True, device=None):
-    "The denoiser (EMA weights by default; UNet, Swin U-Net or DiT), training scheduler and metadata of a medsyn checkpoint: (net, scheduler, meta)."
-    ck = resolve_checkpoint(checkpoint)
+def load_model(model_dir, ema:bool=True, device=None):
+    """The denoiser (EMA weights by default; UNet, Swin U-Net or DiT), training scheduler and metadata of a generator: (net,
+    scheduler, meta). `model_dir`: a generator's folder (its latest checkpoint) or one of its `checkpoints/step-NNNNNN` folders."""
+    ck = resolve_checkpoint(model_dir)
     meta = load_json(ck/MARKER)
     sub = 'unet_ema' if ema else 'unet'
     if not (ck/sub).is_dir(): raise MedsynError(f"{ck} has no {sub}/ folder: the checkpoint is incomplete")
-    try: unet = load_denoiser(ck/sub).eval()          # safetensors only: no pickle is read
+    try: denoiser = load_denoiser(ck/sub).eval()          # safetensors only: no pickle is read
     except MedsynError: raise
     except Exception as e:
         raise MedsynError(f"{ck/sub} cannot be read ({str(e).strip().splitlines()[0][:200]}): a truncated or corrupt checkpoint "
                           f"is never used. Delete {ck} and run again (training resumes from the checkpoint before it).") from None
-    if n_class_embeds(unet) != meta['n_classes'] + 1:
-        raise MedsynError(f"class count mismatch in {ck}: the denoiser has {n_class_embeds(unet)} class embeddings "
+    if n_class_embeds(denoiser) != meta['n_classes'] + 1:
+        raise MedsynError(f"class count mismatch in {ck}: the denoiser has {n_class_embeds(denoiser)} class embeddings "
                           f"but {MARKER} says {meta['n_classes']} classes (+1 null class)")
     info = medmnist_info(meta['flag'])
     if info['n_classes'] != meta['n_classes']:
         raise MedsynError(f"class count mismatch: {ck} was trained with {meta['n_classes']} classes but "
                           f"{meta['flag']} has {info['n_classes']}")
     dev = get_device(device or 'auto') if not isinstance(device, torch.device) else device
-    return unet.to(dev), DDPMScheduler.from_pretrained(ck/'scheduler'), {**meta, 'checkpoint': str(ck)}
+    return denoiser.to(dev), DDPMScheduler.from_pretrained(ck/'scheduler'), {**meta, 'checkpoint': str(ck)}
 
 def _set_timesteps(sch, steps:int):
     "`sch.set_timesteps(steps)`, without the NumPy 2 DeprecationWarning diffusers' multistep solvers raise there (np.array of a tensor)."
@@ -72,18 +73,18 @@ def make_sampler(scheduler, sampler:str='ddim', steps:int=50):
     return sch
 
 @torch.no_grad()
-def generate(unet, scheduler, labels, sampler:str='ddim', steps:int=50, eta:float=0.0, guidance:float=1.0,
+def generate(denoiser, scheduler, labels, sampler:str='ddim', steps:int=50, eta:float=0.0, guidance:float=1.0,
              seed:int=0, batch_size:int=250, null_class:int|None=None, progress:bool=True, desc='sample',
              compile:str='no', mixed_precision:str='no') -> np.ndarray:
     "Generate one image per entry of `labels` (class indices) as MedMNIST `uint8` images."
     if sampler != 'ddim' and eta != 0: raise MedsynError("eta applies to the ddim sampler only")
     if guidance != 1 and null_class is None: raise MedsynError("guidance needs the model's null class")
-    dev = next(unet.parameters()).device
+    dev = next(denoiser.parameters()).device
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     sch = make_sampler(scheduler, sampler, steps)
-    c, s = unet.config.in_channels, unet.config.sample_size
+    c, s = denoiser.config.in_channels, denoiser.config.sample_size
     g = torch.Generator(device=dev).manual_seed(seed)
-    net, amp = compiled(unet, compile), autocast(dev, mixed_precision)
+    net, amp = compiled(denoiser, compile), autocast(dev, mixed_precision)
     kw = dict(eta=eta, generator=g) if sampler == 'ddim' else dict(generator=g) if sampler in ('ddpm', 'dpmsolver') else {}
     outs = []
     bar = tqdm(total=len(labels) * len(sch.timesteps), desc=desc, unit='img-step', disable=not progress)
@@ -110,34 +111,34 @@ def generate(unet, scheduler, labels, sampler:str='ddim', steps:int=50, eta:floa
     return np.concatenate(outs)
 
 # %% ../nbs/02b_sampling.ipynb #5aa6aa20
-def sample(checkpoint, per_class:int, out, sampler:str='ddim', steps:int=50, eta:float=0.0, guidance:float=1.0,
+def sample(model_dir, per_class:int, out, sampler:str='ddim', steps:int=50, eta:float=0.0, guidance:float=1.0,
            seed:int=0, batch_size:int=250, ema:bool=True, grid=None, device=None, progress:bool=True, settings=None) -> Path:
-    "Sample `per_class` images of every class from a checkpoint into a MedMNIST-format npz `out` (+ JSON side-car)."
+    "Sample `per_class` images of every class from a generator (`model_dir`, as in `load_model`) into a MedMNIST-format npz `out` (+ JSON side-car)."
     if not isinstance(per_class, (int, np.integer)) or per_class < 1: raise MedsynError(f"per_class must be an integer >= 1, got {per_class}")
     if batch_size < 1: raise MedsynError(f"batch_size must be >= 1, got {batch_size}")
     if sampler not in SAMPLERS: raise MedsynError(f"unknown sampler '{sampler}'. Samplers: {', '.join(SAMPLERS)}")
     if guidance < 0: raise MedsynError(f"guidance must be >= 0, got {guidance}")
     out = Path(out)
     if out.suffix != '.npz': raise MedsynError(f"the output must be an .npz file, got {out}")
-    ck = resolve_checkpoint(checkpoint)
+    ck = resolve_checkpoint(model_dir)
     meta = load_json(ck/MARKER)
     T = load_json(ck/'scheduler'/'scheduler_config.json')['num_train_timesteps']
     if not (isinstance(steps, (int, np.integer)) and 1 <= steps <= T): raise MedsynError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps}")
     if guidance != 1 and not meta.get('label_dropout', 0) > 0:
         raise MedsynError(f"guidance {guidance} needs a model trained with label_dropout > 0 (a learnt null class); "
                           f"{ck} was trained with label_dropout = {meta.get('label_dropout')}. Use guidance 1.")
-    s = settings if settings is not None else load_settings(meta['settings'].get('preset'), **{k: v for k, v in meta['settings'].items() if k != 'preset'})
-    unet, sch, meta = load_model(ck, ema, device or s.device)
+    s = settings if settings is not None else load_settings(meta['settings'].get('preset'), **{current_key(k, warn=False): v for k, v in meta['settings'].items() if k != 'preset'})
+    denoiser, sch, meta = load_model(ck, ema, device or s.device)
     labels = np.repeat(np.arange(meta['n_classes']), per_class)
     t0 = time.perf_counter()
-    imgs = generate(unet, sch, labels, sampler, int(steps), eta, guidance, seed, batch_size, meta['null_class'], progress,
+    imgs = generate(denoiser, sch, labels, sampler, int(steps), eta, guidance, seed, batch_size, meta['null_class'], progress,
                     desc=f"sample {meta['flag']} ({sampler}-{steps})", compile=s.compile, mixed_precision=s.mixed_precision)
     secs = time.perf_counter() - t0
     rec = run_record(s, seed=seed, checkpoint=str(ck), step=meta['step'], loss=meta['loss'], ema=ema,
                      sampler=sampler, steps=int(steps), eta=eta, guidance=guidance, per_class=int(per_class),
                      n_images=len(imgs), label_names=meta['label_names'], batch_size=batch_size,
-                     device=str(next(unet.parameters()).device), seconds=secs, images_per_s=len(imgs) / max(secs, 1e-9),
-                     precision=resolve_precision(s.mixed_precision, next(unet.parameters()).device))
+                     device=str(next(denoiser.parameters()).device), seconds=secs, images_per_s=len(imgs) / max(secs, 1e-9),
+                     precision=resolve_precision(s.mixed_precision, next(denoiser.parameters()).device))
     write_synthetic(out, imgs, labels, meta['flag'], **rec)
     if grid is not None:
         real = load_medmnist(meta['flag'], 'train', meta['image_size'], s.data_dir or None)
@@ -154,7 +155,9 @@ def sample_cli(argv:list|None=None):
     "`medsyn sample`: write a labelled synthetic data set (MedMNIST npz + JSON side-car)."
     p = argparse.ArgumentParser(prog='medsyn sample', allow_abbrev=False, description='Sample a labelled synthetic data set in MedMNIST npz '
                                 'format from a medsyn checkpoint. Defaults come from the settings preset.')
-    p.add_argument('--checkpoint', required=True, help='run folder (latest checkpoint) or checkpoints/step-NNNNNN folder')
+    p.add_argument('--model-dir', '--checkpoint', dest='model_dir', metavar='DIR', required=True,
+                   help="a generator's folder (its latest checkpoint) or one of its checkpoints/step-NNNNNN folders (--checkpoint: "
+                   "its old name)")
     p.add_argument('--per-class', type=int, default=None, help='images per class (default: samples_per_class)')
     p.add_argument('--sampler', default=None, choices=SAMPLERS, help='ddim or ddpm (default: sampler setting)')
     p.add_argument('--steps', type=int, default=None, help='sampler steps (default: sample_steps setting)')
@@ -167,17 +170,20 @@ def sample_cli(argv:list|None=None):
     p.add_argument('--grid', default=None, help='also write a PNG grid, one row per class, real beside synthetic')
     p.add_argument('--preset', default=None, help='settings preset for the defaults (default: [DEFAULT])')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
-    a, rest = p.parse_known_args(list(argv or []))
+    argv = list(argv or [])
+    if any(x == '--checkpoint' or x.startswith('--checkpoint=') for x in argv):
+        warnings.warn("--checkpoint is now called --model-dir; the old name will stop working in a later medsyn", FutureWarning, stacklevel=2)
+    a, rest = p.parse_known_args(argv)
     rest, over = split_overrides(rest)
     if rest: p.error(f"unrecognized arguments: {' '.join(rest)}")
     s = load_settings(a.preset, **over)
     pick = lambda v, d: d if v is None else v
-    out = sample(a.checkpoint, pick(a.per_class, s.samples_per_class), a.out, pick(a.sampler, s.sampler),
+    out = sample(a.model_dir, pick(a.per_class, s.samples_per_class), a.out, pick(a.sampler, s.sampler),
                  pick(a.steps, s.sample_steps), pick(a.eta, s.eta), pick(a.guidance, s.guidance), pick(a.seed, s.seed),
                  pick(a.batch_size, s.sample_batch_size), not a.no_ema, a.grid, s.device, not a.no_progress, settings=s)
     side = load_json(sidecar_path(out))
     print(f"wrote {out} ({side['n_images']} images, {side['images_per_s']:.1f} img/s) and {sidecar_path(out)}"
           + (f" and {a.grid}" if a.grid else ''))
-    card = resolve_checkpoint(a.checkpoint).parent.parent/'card.json'      # beside the run: what is known of this generator
+    card = resolve_checkpoint(a.model_dir).parent.parent/'card.json'      # beside the run: what is known of this generator
     print(f"card: {load_json(card)['summary']}" if card.exists() else
           "card: none (quality and privacy not measured; `medsyn study` writes card.md beside each generator it audits)")

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 import matplotlib.pyplot as plt
 from scipy import stats
-from .core import (MedsynError, load_settings, load_json, save_json, run_record, atomic_path, DATASETS_2D, DP_PREFIX,
-                         dp_run_dirs, loss_run_dirs)
+from .core import MedsynError, load_settings, load_json, save_json, run_record, atomic_path, DATASETS_2D
 from .stats import fmt_ci, mean_ci
+from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,
                          write_synthetic, load_synthetic)
 from .diffusion import resolve_checkpoint
@@ -30,11 +30,10 @@ from .classify import train_classifier, predict, classification_metrics, mix_in,
 
 # %% auto #0
 __all__ = ['ARMS', 'ARM_NAMES', 'REAL_ARMS', 'SYN_ARMS', 'VAL_MODES', 'REPLAY_SHARE', 'GEN_QUALITY', 'ARM_COLOURS',
-           'low_data_fractions', 'subset_draws', 'runs_scarce', 'real_subset', 'val_subset', 'frac_dir',
-           'generator_steps', 'generator_settings', 'train_generator', 'arm_ratios', 'sample_fraction', 'copy_audit',
-           'generator_quality', 'run_arms', 'run_draw', 'run_draws', 'paired_difference', 'verdict', 'draw_difference',
-           'draws_needed', 'check_leak', 'check_draws', 'collect_scarce', 'arm_ci', 'scarce_table', 'draw_table',
-           'scarce_markdown']
+           'scarce_fractions', 'subset_draws', 'runs_scarce', 'real_subset', 'val_subset', 'generator_steps',
+           'generator_settings', 'train_generator', 'arm_ratios', 'sample_fraction', 'copy_audit', 'generator_quality',
+           'run_arms', 'run_draw', 'run_draws', 'paired_difference', 'verdict', 'draw_difference', 'draws_needed',
+           'check_leak', 'check_draws', 'collect_scarce', 'arm_ci', 'scarce_table', 'draw_table', 'scarce_markdown']
 
 # %% ../nbs/09_scarce.ipynb #3381cc01
 ARMS = ('real', 'real+aug', 'real+syn', 'real+syn+aug')
@@ -43,7 +42,7 @@ ARM_NAMES = {'real': 'real only', 'real+aug': 'real + classical aug.', 'real+syn
 REAL_ARMS, SYN_ARMS = ARMS[:2], ARMS[2:]
 VAL_MODES = ('scarce', 'full')
 
-def low_data_fractions(s) -> list:
+def scarce_fractions(s) -> list:
     "The fractions (< 1) of the scarce-data experiment."
     fr = [float(f) for f in s.fractions if f < 1]
     bad = [f for f in fr if not f > 0]
@@ -51,15 +50,15 @@ def low_data_fractions(s) -> list:
     return fr
 
 def subset_draws(s) -> list:
-    "The independent subset draws (`low_data_subset_seeds`): each seed draws its own subsets and has its own generator and arms."
-    seeds = [int(x) for x in s.low_data_subset_seeds]
-    if len(set(seeds)) != len(seeds): raise MedsynError(f"low_data_subset_seeds repeats a draw: {seeds}; each draw needs its own seed")
+    "The independent subset draws (`scarce_subset_seeds`): each seed draws its own subsets and has its own generator and arms."
+    seeds = [int(x) for x in s.scarce_subset_seeds]
+    if len(set(seeds)) != len(seeds): raise MedsynError(f"scarce_subset_seeds repeats a draw: {seeds}; each draw needs its own seed")
     return seeds
 
 def runs_scarce(s, dataset:str, loss:str|None=None) -> bool:
     "Does the cell of `dataset` and `loss` (None: the real-data cell) run the scarce-data experiment under settings `s`?"
-    on = bool(low_data_fractions(s)) and ('all' in s.low_data_datasets or dataset in s.low_data_datasets)
-    return on and (loss is None or 'all' in s.low_data_losses or loss in s.low_data_losses)
+    on = bool(scarce_fractions(s)) and ('all' in s.scarce_datasets or dataset in s.scarce_datasets)
+    return on and (loss is None or 'all' in s.scarce_losses or loss in s.scarce_losses)
 
 
 # %% ../nbs/09_scarce.ipynb #6971e58e
@@ -72,32 +71,27 @@ def real_subset(dataset:str, fraction:float, s, draw:int) -> tuple:
 def val_subset(dataset:str, fraction:float, s, draw:int, mode:str='scarce') -> tuple:
     """(the validation images draw `draw`'s classifiers pick their epoch on, their indices). `scarce`: the validation split cut
     to the same class-stratified fraction with the draw's seed (at least one image per class); `full`: all of it."""
-    if mode not in VAL_MODES: raise MedsynError(f"low_data_val must be one of {', '.join(VAL_MODES)}, got {mode!r}")
+    if mode not in VAL_MODES: raise MedsynError(f"scarce_val must be one of {', '.join(VAL_MODES)}, got {mode!r}")
     val = load_medmnist(dataset, 'val', s.image_size, s.data_dir or None)
     idx = subset_indices(val, fraction if mode == 'scarce' else 1.0, draw)
     return val.subset(idx), idx
 
-def frac_dir(run_dir, fraction:float, draw:int) -> Path:
-    "Where a cell keeps draw `draw` of fraction `fraction`: `<run_dir>/low_data/frac-<f>/draw-<draw>`."
-    return Path(run_dir)/'low_data'/f'frac-{fraction:g}'/f'draw-{draw}'
-
-
 # %% ../nbs/09_scarce.ipynb #9c781395
 def generator_steps(n_images:int, s) -> int:
-    """Optimiser steps of a generator trained on `n_images` in batches of `low_data_batch_size` (0: `batch_size`): at most
-    `low_data_max_epochs` passes, at most `train_steps` and at most `low_data_max_steps` (0: no cap of its own)."""
-    if s.low_data_max_epochs < 1: raise MedsynError(f"low_data_max_epochs must be at least 1, got {s.low_data_max_epochs}")
-    if s.low_data_max_steps < 0: raise MedsynError(f"low_data_max_steps must be >= 0 (0: train_steps), got {s.low_data_max_steps}")
-    cap = min(s.train_steps, s.low_data_max_steps or s.train_steps)
-    if s.low_data_batch_size < 0: raise MedsynError(f"low_data_batch_size must be >= 0 (0: batch_size), got {s.low_data_batch_size}")
-    return int(min(cap, max(1, math.ceil(s.low_data_max_epochs * n_images / (s.low_data_batch_size or s.batch_size)))))
+    """Optimiser steps of a generator trained on `n_images` in batches of `scarce_batch_size` (0: `batch_size`): at most
+    `scarce_max_epochs` passes, at most `train_steps` and at most `scarce_max_steps` (0: no cap of its own)."""
+    if s.scarce_max_epochs < 1: raise MedsynError(f"scarce_max_epochs must be at least 1, got {s.scarce_max_epochs}")
+    if s.scarce_max_steps < 0: raise MedsynError(f"scarce_max_steps must be >= 0 (0: train_steps), got {s.scarce_max_steps}")
+    cap = min(s.train_steps, s.scarce_max_steps or s.train_steps)
+    if s.scarce_batch_size < 0: raise MedsynError(f"scarce_batch_size must be >= 0 (0: batch_size), got {s.scarce_batch_size}")
+    return int(min(cap, max(1, math.ceil(s.scarce_max_epochs * n_images / (s.scarce_batch_size or s.batch_size)))))
 
 # %% ../nbs/09_scarce.ipynb #8d584ef7
 def generator_settings(s, fraction:float, n_images:int, draw:int):
-    """Settings of draw `draw`'s generator: its f-subset (seed `draw`), batches of `low_data_batch_size` (0: `batch_size`),
+    """Settings of draw `draw`'s generator: its f-subset (seed `draw`), batches of `scarce_batch_size` (0: `batch_size`),
     `generator_steps` steps, warm-up and checkpoints scaled to them."""
     steps = generator_steps(n_images, s)
-    return s.replace(train_fraction=fraction, seed=draw, train_steps=steps, batch_size=s.low_data_batch_size or s.batch_size,
+    return s.replace(train_fraction=fraction, seed=draw, train_steps=steps, batch_size=s.scarce_batch_size or s.batch_size,
                      warmup_steps=min(s.warmup_steps, max(1, steps // 10)),
                      checkpoint_every=min(s.checkpoint_every, steps))
 
@@ -113,23 +107,23 @@ def train_generator(dataset:str, loss:str, fraction:float, draw:int, out, s, pro
 REPLAY_SHARE = 0.5   # more near-copies than this: the generator replays its subset
 
 def arm_ratios(arm:str, n_real:int, s) -> list:
-    """The syn:real ratios arm `arm` runs on a subset of `n_real` images: real+syn sweeps `low_data_ratios` (those asking at most
-    `low_data_max_synthetic` synthetic images, 0: all; the first always), real+syn+aug the first; real arms none ([0.0])."""
+    """The syn:real ratios arm `arm` runs on a subset of `n_real` images: real+syn sweeps `scarce_ratios` (those asking at most
+    `scarce_max_synthetic` synthetic images, 0: all; the first always), real+syn+aug the first; real arms none ([0.0])."""
     if arm not in SYN_ARMS: return [0.0]
-    r = [float(x) for x in s.low_data_ratios]
-    if not r or min(r) <= 0: raise MedsynError(f"low_data_ratios must be one or more numbers > 0, got {s.low_data_ratios}")
-    if s.low_data_max_synthetic < 0: raise MedsynError(f"low_data_max_synthetic must be >= 0 (0: no cap), got {s.low_data_max_synthetic}")
+    r = [float(x) for x in s.scarce_ratios]
+    if not r or min(r) <= 0: raise MedsynError(f"scarce_ratios must be one or more numbers > 0, got {s.scarce_ratios}")
+    if s.scarce_max_synthetic < 0: raise MedsynError(f"scarce_max_synthetic must be >= 0 (0: no cap), got {s.scarce_max_synthetic}")
     if arm != 'real+syn': return r[:1]
-    return [x for i, x in enumerate(r) if i == 0 or not s.low_data_max_synthetic or x * n_real <= s.low_data_max_synthetic]
+    return [x for i, x in enumerate(r) if i == 0 or not s.scarce_max_synthetic or x * n_real <= s.scarce_max_synthetic]
 
 def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, draw:int, progress:bool=True) -> Path:
     "Sample the largest ratio `arm_ratios` allows, per real image of each class of `subset`, from draw `draw`'s generator in `model_dir`."
     ratio = max(max(arm_ratios(a, len(subset), s)) for a in SYN_ARMS)
     ck = resolve_checkpoint(model_dir)
-    unet, sch, meta = load_model(ck, ema=True, device=s.device)
+    denoiser, sch, meta = load_model(ck, ema=True, device=s.device)
     labels = np.repeat(np.arange(subset.n_classes), [math.ceil(ratio * k) for k in subset.class_counts()])
     t0 = time.perf_counter()
-    imgs = generate(unet, sch, labels, s.sampler, s.sample_steps, s.eta, s.guidance, draw, s.sample_batch_size,
+    imgs = generate(denoiser, sch, labels, s.sampler, s.sample_steps, s.eta, s.guidance, draw, s.sample_batch_size,
                     meta['null_class'], progress, desc=f"sample {subset.flag} draw {draw}", compile=s.compile,
                     mixed_precision=s.mixed_precision)
     seen = load_json(Path(model_dir)/'config.json')['real_images']
@@ -170,14 +164,14 @@ def generator_quality(synthetic, subset_idx, dataset:str, s, seed:int=0, progres
 # %% ../nbs/09_scarce.ipynb #dd507da8
 def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None, progress:bool=True, arch:str|None=None,
              input_size:int|None=None) -> dict:
-    """Train and test the classifiers of `arms` on draw `draw` of `fraction`: per `low_data_val` mode, `low_data_seeds` seed (and
+    """Train and test the classifiers of `arms` on draw `draw` of `fraction`: per `scarce_val` mode, `scarce_seeds` seed (and
     ratio of `arm_ratios` in the synthetic arms), with classifier `arch` (default: the first of `archs`) at `input_size` (None: the
     arch's own); write `out`/metrics.json and predictions.npz."""
     bad = [a for a in arms if a not in ARMS]
     if bad: raise MedsynError(f"unknown arm(s) {bad}. Arms: {', '.join(ARMS)}")
     needs_syn = any(a in SYN_ARMS for a in arms)
     if needs_syn and synthetic is None: raise MedsynError(f"arms {[a for a in arms if a in SYN_ARMS]} need the draw's synthetic set")
-    if not s.low_data_seeds: raise MedsynError("low_data_seeds needs at least one seed")
+    if not s.scarce_seeds: raise MedsynError("scarce_seeds needs at least one seed")
     arch = check_arch(arch or s.archs[0])
     sub, idx = real_subset(dataset, fraction, s, draw)
     digest = indices_digest(idx)
@@ -189,10 +183,10 @@ def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None
             raise MedsynError(f"{synthetic} comes from a generator trained on real images {gen.get('digest')} "
                               f"(fraction {gen.get('fraction')}, subset seed {gen.get('subset_seed')}), but the classifiers' subset is "
                               f"{digest} (fraction {fraction}, draw {draw}): the generator must see exactly the classifier's real images")
-    vals = {m: val_subset(dataset, fraction, s, draw, m) for m in s.low_data_val}
+    vals = {m: val_subset(dataset, fraction, s, draw, m) for m in s.scarce_val}
     test = load_medmnist(dataset, 'test', s.image_size, s.data_dir or None)
     aug = classical_augmentation(dataset, sub.n_channels)
-    runs = [(v, a, r, seed) for v in s.low_data_val for a in arms for r in arm_ratios(a, len(sub), s) for seed in s.low_data_seeds]
+    runs = [(v, a, r, seed) for v in s.scarce_val for a in arms for r in arm_ratios(a, len(sub), s) for seed in s.scarce_seeds]
     rows, scores = [], {}
     for mode, arm, ratio, seed in tqdm(runs, desc=f"{dataset} {fraction:g} draw {draw}: {', '.join(arms)}", disable=not progress):
         val, vidx = vals[mode]
@@ -219,10 +213,10 @@ def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None
 def run_draw(dataset:str, loss:str|None, fraction:float, draw:int, run_dir, real_dir, s, progress:bool=True) -> dict:
     """Draw `draw` of `fraction`, whole (kept if done). Real-data cell (`loss` None, `run_dir` its folder): the real arms. Loss cell:
     the draw's generator (its f-subset only), samples, copy audit, quality and synthetic arms (the real arms in `real_dir` if missing)."""
-    fd = frac_dir(run_dir, fraction, draw)
+    fd = scarce_dir(run_dir, fraction, draw)
     if (fd/'metrics.json').exists(): return load_json(fd/'metrics.json')
     if loss is None: return run_arms(dataset, REAL_ARMS, fraction, draw, fd, s, progress=progress)
-    rd = frac_dir(real_dir, fraction, draw)
+    rd = scarce_dir(real_dir, fraction, draw)
     if not (rd/'metrics.json').exists(): run_arms(dataset, REAL_ARMS, fraction, draw, rd, s, progress=progress)
     sub, idx = real_subset(dataset, fraction, s, draw)
     train_generator(dataset, loss, fraction, draw, fd/'model', s, progress=progress)
@@ -237,12 +231,12 @@ def _draw_job(threads:int, args:tuple) -> dict:
     return run_draw(*args, progress=False)
 
 def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=True) -> dict:
-    "Every (fraction, draw) unit of a cell, `low_data_workers` at a time (largest fractions first); {(fraction, draw): metrics}."
-    if s.low_data_workers < 1: raise MedsynError(f"low_data_workers must be at least 1, got {s.low_data_workers}")
-    units = [(f, k) for f in sorted(low_data_fractions(s), reverse=True) for k in subset_draws(s)]
+    "Every (fraction, draw) unit of a cell, `scarce_workers` at a time (largest fractions first); {(fraction, draw): metrics}."
+    if s.scarce_workers < 1: raise MedsynError(f"scarce_workers must be at least 1, got {s.scarce_workers}")
+    units = [(f, k) for f in sorted(scarce_fractions(s), reverse=True) for k in subset_draws(s)]
     args = {u: (dataset, loss, *u, run_dir, real_dir, s) for u in units}
-    todo = [u for u in units if not (frac_dir(run_dir, *u)/'metrics.json').exists()]
-    w = min(s.low_data_workers, len(todo))
+    todo = [u for u in units if not (scarce_dir(run_dir, *u)/'metrics.json').exists()]
+    w = min(s.scarce_workers, len(todo))
     if w <= 1: return {u: run_draw(*args[u], progress=progress) for u in units}
     from medsyn.scarce import _draw_job     # by its module path: what a spawned worker can import (a notebook's copy is not)
     threads, out = max(1, torch.get_num_threads() // w), {}
@@ -253,7 +247,7 @@ def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=Tr
             for fu in cf.as_completed(futs): out[futs[fu]] = fu.result(); bar.update()
         except cf.process.BrokenProcessPool as e:
             raise MedsynError("a scarce-data worker process died (out of memory, or killed). From a script, start the work under "
-                              "`if __name__ == '__main__':` (workers are spawned and import the script), or set low_data_workers=1") from e
+                              "`if __name__ == '__main__':` (workers are spawned and import the script), or set scarce_workers=1") from e
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True); raise
         finally: bar.close()
@@ -341,12 +335,12 @@ def collect_scarce(runs_root) -> dict:
     rows, gens = [], []
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D) if runs_root.is_dir() else []:
         real_digest = {}
-        for m in sorted((ds/'real'/'low_data').glob('frac-*/draw-*/metrics.json')):
+        for m in (d/METRICS for d in scarce_dirs(ds/'real') if (d/METRICS).exists()):
             r = load_json(m); real_digest[(r['fraction'], r['draw'])] = r['real_digest']
             rows += [dict(x, loss=None) for x in r['rows']]
         for cell in loss_run_dirs(ds) + dp_run_dirs(ds):        # private cells: loss 'l2, ε=1' (nbs/12_dp.ipynb)
             loss = cell.name if not cell.parent.name.startswith(DP_PREFIX) else f"{cell.name}, ε={cell.parent.name[len(DP_PREFIX):]}"
-            for fdir in sorted((cell/'low_data').glob('frac-*/draw-*')):
+            for fdir in scarce_dirs(cell):
                 if not (fdir/'metrics.json').exists(): continue
                 r = load_json(fdir/'metrics.json')
                 seen = check_leak(fdir, real_digest.get((r['fraction'], r['draw'])))
@@ -399,7 +393,7 @@ def scarce_table(rows:pd.DataFrame, generators:pd.DataFrame|None=None, missing:l
         if base.empty:
             msg = f"{d} at fraction {f:g} ({v} validation) has no 'real only' arm to compare with"
             if missing is None: raise MedsynError(msg)
-            missing.append(f"{d}/real/low_data/frac-{f:g} (the scarce stage of {d}/real): {msg}"); continue
+            missing.append(f"{d}/real/scarce/frac-{f:g} (the scarce stage of {d}/real): {msg}"); continue
         for (loss, arm, ratio), h in g.groupby(['loss', 'arm', 'ratio']):
             r = dict(dataset=d, fraction=f, val=v, n_real=int(h['n_real'].iloc[0]), n_val=int(h['n_val'].iloc[0]) if 'n_val' in h else np.nan,
                      n_classes=int(h['n_classes'].iloc[0]), loss=loss, arm=arm, ratio=ratio,

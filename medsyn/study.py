@@ -14,7 +14,8 @@ from pathlib import Path
 
 import papermill as pm
 from traitlets.config import Config
-from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, dp_cell_name, atomic_path
+from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, atomic_path
+from .runs import dp_cell_name, scarce_dir, check_runs_format
 from .data import check_conditioning, medmnist_info
 from .denoisers import parse_model
 from .diffusion import checkpoints, resolve_checkpoint
@@ -24,8 +25,8 @@ from .metrics import evaluate
 from .classify import classify, class_fidelity
 from .explain import explain
 from .privacy import audit_membership, audit_over_steps, write_card
-from .scarce import runs_scarce, run_draws, low_data_fractions, subset_draws, frac_dir
-from .cluster import RunLock, LockHeld, check_runs_format, sweep_partial, run_cells_submitit
+from .scarce import runs_scarce, run_draws, scarce_fractions, subset_draws
+from .cluster import RunLock, LockHeld, sweep_partial, run_cells_submitit
 
 # %% auto #0
 __all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'dp_public', 'plan',
@@ -397,9 +398,9 @@ def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
     out['full']['over_steps'] = audit_over_steps(ctx.model_dir, n, s, seed=s.seed)      # every checkpoint the trainer kept
     write_card(ctx.model_dir, metrics=ctx.metrics, classify_dir=ctx.run_dir/'classify_synthetic', privacy=out['full'])
     if runs_scarce(s, ctx.dataset, ctx.loss):
-        for f in low_data_fractions(s):
+        for f in scarce_fractions(s):
             for k in subset_draws(s):
-                fd = frac_dir(ctx.run_dir, f, k)
+                fd = scarce_dir(ctx.run_dir, f, k)
                 out[f'frac-{f:g}/draw-{k}'] = dict(audit_membership(fd/'model', fd/'synthetic.npz', n, s, seed=s.seed, progress=progress), draw=k)
                 write_card(fd/'model', quality=fd/'quality.json', privacy=out[f'frac-{f:g}/draw-{k}'])
     save_json(out, ctx.run_dir/'privacy.json')
@@ -420,7 +421,7 @@ def _have(ctx, stage) -> bool:
     if stage == 'scarce':           # done, or not run for this data set
         s = ctx.settings
         if not runs_scarce(s, ctx.dataset, ctx.loss): return True
-        return all((frac_dir(ctx.run_dir, f, k)/'metrics.json').exists() for f in low_data_fractions(s) for k in subset_draws(s))
+        return all((scarce_dir(ctx.run_dir, f, k)/'metrics.json').exists() for f in scarce_fractions(s) for k in subset_draws(s))
     return (ctx.run_dir/'fidelity.json').exists()
 
 def ensure(ctx:StageContext, stage:str) -> list:

@@ -155,7 +155,7 @@ def write_tables(T:dict, tables_dir) -> list:
     out = fid_table(T, tables_dir) + downstream_table(T, tables_dir)
     R = T.get('scarce_rows', pd.DataFrame())
     if not R.empty:
-        st = scarce_table(R, T.get('scarce_generators'), missing=[])   # an incomplete fraction is left out (fig_low_data names it)
+        st = scarce_table(R, T.get('scarce_generators'), missing=[])   # an incomplete fraction is left out (fig_scarce names it)
         if not st.empty: out += write_table(scarce_markdown(st), tables_dir, 'scarce',
                            'Scarce real data: each arm against real only (paired by seed within each subset draw; intervals over draws), with the subset generators.',
                            csv=st, note=SCARCE_NOTE)

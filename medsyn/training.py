@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from diffusers.optimization import get_cosine_schedule_with_warmup, get_constant_schedule_with_warmup
 from .core import (MedsynError, LOSSES, load_settings, split_overrides, seed_everything, get_device, run_record, save_json,
                          load_json, atomic_path, TimeLimitReached, deadline_from_env, fault_point, resolve_precision, autocast,
-                         compiled, fast_optimizer_kwargs)
+                         compiled, fast_optimizer_kwargs, current_key)
 from .data import load_medmnist, medmnist_info, check_conditioning, to_tensor, subset_indices, indices_digest
 from .denoisers import make_denoiser, load_denoiser, n_params, parse_model
 from .dp import dp_enabled, check_dp, make_private, poisson_indices, average_multiplicity, epsilon_spent
@@ -84,7 +84,7 @@ def _resume_settings(out:Path, dataset:str, loss, preset, overrides:dict):
     cfg = load_json(out/'config.json')
     if cfg.get('flag') != dataset:
         raise MedsynError(f"{out} is a run on '{cfg.get('flag')}', not '{dataset}': resume with --dataset {cfg.get('flag')}")
-    saved = load_settings(cfg['settings'].get('preset'), **{k: v for k, v in cfg['settings'].items() if k != 'preset'})
+    saved = load_settings(cfg['settings'].get('preset'), **{current_key(k, warn=False): v for k, v in cfg['settings'].items() if k != 'preset'})
     asked = {**overrides, **({'loss': loss} if loss is not None else {})}
     changed = {k: v for k, v in asked.items() if k not in RESUMABLE and saved.replace(**{k: v})[k] != saved[k]}
     if changed:
@@ -145,7 +145,7 @@ class TrainRun:
     "What a training run holds while it trains: its settings, accelerator, data stream, denoiser, EMA, optimiser (`build_run`)."
     s: Any; out: Path; dataset: str; acc: Any; amp: Any; precision: str
     ds: Any; real_images: dict; g: Any; batches: Any; scheduler: Any
-    unet: Any; net: Any; cls: type; net_config: dict; ema: Any; ema_unet: Any; opt: Any; sched: Any; meta: dict
+    denoiser: Any; net: Any; cls: type; net_config: dict; ema: Any; ema_denoiser: Any; opt: Any; sched: Any; meta: dict
     dprec: dict | None = None; noise_g: Any = None; started: dict | None = None
     @property
     def dp(self) -> bool: return self.dprec is not None
@@ -182,33 +182,33 @@ def build_run(dataset:str, s, out:Path, last:Path|None=None) -> TrainRun:
     ds, real_images, g, batches = _training_data(dataset, s, acc)
     scheduler = make_scheduler(s.schedule, s.prediction, s.num_train_timesteps)
     started = None                                    # init_from: another generator's weights to start from (public pretraining)
-    if last is not None: unet = load_denoiser(last/'unet')
+    if last is not None: denoiser = load_denoiser(last/'unet')
     else:
-        unet = make_denoiser(ds.n_channels, ds.n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
-        if s.init_from: started = pretrained_start(s.init_from, unet, dataset, private=dp)
-    cls, net_config = type(unet), dict(unet.config)   # before accelerate wraps it (DDP has no .config)
-    ema_unet = cls.from_config(unet.config)           # a shell to save the EMA weights with save_pretrained
-    ema = EMAModel(unet.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=unet.config,
+        denoiser = make_denoiser(ds.n_channels, ds.n_classes, s.image_size, s.model, s.num_train_timesteps)   # unet-*, swin-* or dit-*
+        if s.init_from: started = pretrained_start(s.init_from, denoiser, dataset, private=dp)
+    cls, net_config = type(denoiser), dict(denoiser.config)   # before accelerate wraps it (DDP has no .config)
+    ema_denoiser = cls.from_config(denoiser.config)           # a shell to save the EMA weights with save_pretrained
+    ema = EMAModel(denoiser.parameters(), decay=s.ema_decay, foreach=True, model_cls=cls, model_config=denoiser.config,
                    **(dict(use_ema_warmup=True, inv_gamma=1.0, power=s.ema_power) if s.ema_power > 0 else {}))
-    opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
+    opt = torch.optim.AdamW(denoiser.parameters(), lr=s.lr, weight_decay=s.weight_decay, **fast_optimizer_kwargs(dev))
     sched = lr_schedule(opt, s.lr_schedule, s.warmup_steps * acc.num_processes, s.train_steps * acc.num_processes)
     dprec = noise_g = None
     if dp:      # Opacus wraps the denoiser (per-sample gradients) and the optimiser (clip, noise); accelerate stays out of it
         noise_g = torch.Generator(device=dev).manual_seed(s.seed * 1000 + 999)
         if last is not None: noise_g.set_state(load_training_state(last)['dp_noise'])
-        unet, opt, dprec = make_private(unet.to(dev), opt, len(ds), s, noise_g)
+        denoiser, opt, dprec = make_private(denoiser.to(dev), opt, len(ds), s, noise_g)
         batches.q = dprec['sample_rate']
         if last is not None and load_json(out/'config.json')['dp']['steps'] != s.train_steps:
             raise MedsynError(f"{out} is a private run calibrated for {load_json(out/'config.json')['dp']['steps']} steps: its noise would not "
                               f"cover {s.train_steps} (it would spend more than dp_epsilon = {s.dp_epsilon}). Keep train_steps, or train a new run.")
-    else: unet, opt, sched = acc.prepare(unet, opt, sched)
+    else: denoiser, opt, sched = acc.prepare(denoiser, opt, sched)
     ema.to(dev)
     meta = dict(flag=dataset, image_size=s.image_size, n_channels=ds.n_channels, n_classes=ds.n_classes,
                 label_names=ds.label_names, null_class=ds.n_classes, loss=s.loss, prediction=s.prediction,
                 schedule=s.schedule, label_dropout=s.label_dropout, model=s.model, backbone=parse_model(s.model)[0])
-    net = unet._module if dp else acc.unwrap_model(unet)     # the denoiser itself: what EMA follows and checkpoints keep
+    net = denoiser._module if dp else acc.unwrap_model(denoiser)     # the denoiser itself: what EMA follows and checkpoints keep
     return TrainRun(s=s, out=out, dataset=dataset, acc=acc, amp=amp, precision=mp, ds=ds, real_images=real_images, g=g, batches=batches,
-                    scheduler=scheduler, unet=unet, net=net, cls=cls, net_config=net_config, ema=ema, ema_unet=ema_unet, opt=opt,
+                    scheduler=scheduler, denoiser=denoiser, net=net, cls=cls, net_config=net_config, ema=ema, ema_denoiser=ema_denoiser, opt=opt,
                     sched=sched, meta=meta, dprec=dprec, noise_g=noise_g, started=started)
 
 # %% ../nbs/02a_training.ipynb #7481c049
@@ -235,7 +235,7 @@ def start_log(run:TrainRun, step:int, resume:bool=False):
         rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
     else:
         rec = run_record(s, seed=s.seed, **run.meta, denoiser_config=run.net_config, denoiser=run.cls.__name__,
-                         n_params=n_params(run.unet), n_train_images=len(run.ds), real_images=run.real_images,
+                         n_params=n_params(run.denoiser), n_train_images=len(run.ds), real_images=run.real_images,
                          processes=run.acc.num_processes, device=str(run.acc.device), precision=run.precision,
                          **({'dp': run.dprec} if run.dp else {}), **({'started_from': run.started} if run.started else {}))
     save_json(rec, out/'config.json')
@@ -259,8 +259,8 @@ def save_state(run:TrainRun, step:int):
         state = {'optimizer': run.opt.state_dict(), 'lr_scheduler': run.sched.state_dict(), 'ema': run.ema.state_dict(),
                  'step': step, 'rng': _rng_state(run.batches)}
         if run.dp: state['dp_noise'] = run.noise_g.get_state()
-        run.ema.copy_to(run.ema_unet.parameters())
-        _write_checkpoint(run.out/'checkpoints'/f'step-{step:06d}', run.net, run.ema_unet, run.scheduler,
+        run.ema.copy_to(run.ema_denoiser.parameters())
+        _write_checkpoint(run.out/'checkpoints'/f'step-{step:06d}', run.net, run.ema_denoiser, run.scheduler,
                           {**run.meta, 'step': step, 'settings': run.s.to_dict(), **({'dp': dp_spent(run.dprec, step)} if run.dp else {})}, state)
     if run.acc.num_processes > 1: run.acc.wait_for_everyone()
 
@@ -305,11 +305,11 @@ class LossLog:
         return dict(loss=f'{loss:.4f}', img_s=f'{ips:.0f}')
 
 # %% ../nbs/02a_training.ipynb #8134fcff
-def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None, amp=None):
+def train_step(denoiser, batches, scheduler, opt, sched, acc, s, g, fwd=None, amp=None):
     "One optimiser step (`grad_accum` micro-batches): (mean loss, per-image losses, their timesteps), all on the device: no host sync. `fwd`: the (compiled) forward of `unet`; `amp`: an autocast context for it."
-    fwd, total, pers, ts = unet if fwd is None else fwd, 0.0, [], []   # not `fwd or unet`: a compiled module has no truth value
+    fwd, total, pers, ts = denoiser if fwd is None else fwd, 0.0, [], []   # not `fwd or unet`: a compiled module has no truth value
     for _ in range(s.grad_accum):
-        with acc.accumulate(unet):
+        with acc.accumulate(denoiser):
             xb, yb = batches.next()
             noise = torch.randn(xb.shape, generator=g, device=xb.device)
             t = torch.randint(0, s.num_train_timesteps, (len(xb),), generator=g, device=xb.device)
@@ -320,7 +320,7 @@ def train_step(unet, batches, scheduler, opt, sched, acc, s, g, fwd=None, amp=No
             per = per * snr_weights(scheduler, t, s.min_snr_gamma, s.prediction)
             l = per.mean()
             acc.backward(l)
-            if acc.sync_gradients and s.grad_clip > 0: acc.clip_grad_norm_(unet.parameters(), s.grad_clip)
+            if acc.sync_gradients and s.grad_clip > 0: acc.clip_grad_norm_(denoiser.parameters(), s.grad_clip)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         total = total + l.detach().float() / s.grad_accum
         pers.append(per.detach()); ts.append(t)
@@ -371,7 +371,7 @@ def run_steps(run:TrainRun, step:int, saved_at:int=-1, progress:bool=True, callb
     """Train `run` from `step` to `train_steps`: a window of the loss log every `log_every` steps, a checkpoint every
     `checkpoint_every` (never of weights a non-finite step touched). Ctrl-C, or `deadline` near, saves and raises."""
     s = run.s
-    fwd = compiled(run.unet, s.compile)               # the same parameters: the optimiser, EMA and checkpoints see no difference
+    fwd = compiled(run.denoiser, s.compile)               # the same parameters: the optimiser, EMA and checkpoints see no difference
     log = LossLog(run, step)
     bar = tqdm(total=s.train_steps, initial=step, desc=f'train {run.dataset} ({s.loss})', disable=not (progress and run.main), unit='step')
     snap, in_step = None, False
@@ -382,8 +382,8 @@ def run_steps(run:TrainRun, step:int, saved_at:int=-1, progress:bool=True, callb
         try:
             while step < s.train_steps:
                 snap, in_step = _rng_state(run.batches), True
-                l, per, t = (dp_step(run.unet, run.batches, run.scheduler, run.opt, run.sched, s, run.g) if run.dp else
-                             train_step(run.unet, run.batches, run.scheduler, run.opt, run.sched, run.acc, s, run.g, fwd, run.amp))
+                l, per, t = (dp_step(run.denoiser, run.batches, run.scheduler, run.opt, run.sched, s, run.g) if run.dp else
+                             train_step(run.denoiser, run.batches, run.scheduler, run.opt, run.sched, run.acc, s, run.g, fwd, run.amp))
                 fault_point('train/step')               # fault injection (tests): a kill inside a step
                 log.add(l, per, t)
                 run.ema.step(run.net.parameters())      # after every optimiser step (private ones too: post-processing)

@@ -240,7 +240,7 @@ def test_cli_classify_and_fidelity(cli, tmp_path, syn):
             "--train-fraction", "0.1", "--seeds", "0", "--device", "cpu", "--quiet", "--out", tmp_path / "m", check=True)
     assert "ACC" in p.stdout and (tmp_path / "m" / "metrics.json").exists() and (tmp_path / "m" / "seed-0" / "model.pt").exists()
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["run_record"]["settings"]["train_fraction"] == 0.1
-    p = cli("classify", "--fidelity-of", syn, "--model", tmp_path / "m" / "seed-0", "--preset", "smoke", "--out", tmp_path / "f", check=True)
+    p = cli("classify", "--fidelity-of", syn, "--classifier", tmp_path / "m" / "seed-0", "--preset", "smoke", "--out", tmp_path / "f", check=True)
     assert "class fidelity" in p.stdout and json.loads((tmp_path / "f" / "fidelity.json").read_text())["n"] == 60
 
 

@@ -71,7 +71,7 @@ def test_cli_trains_swin_and_dit(cli, tmp_path):
         cli("train", "--dataset", "breastmnist", "--preset", "smoke", "--model", model, "--train-steps", "2",
             "--out", run, "--no-progress", check=True)
         assert load_json(run / "config.json")["model"] == model
-        p = cli("sample", "--checkpoint", run, "--per-class", "2", "--steps", "2", "--out", tmp_path / f"{model}.npz", "--no-progress", check=True)
+        p = cli("sample", "--model-dir", run, "--per-class", "2", "--steps", "2", "--out", tmp_path / f"{model}.npz", "--no-progress", check=True)
         assert "wrote" in p.stdout
 
 

@@ -49,7 +49,7 @@ def test_cli_train_then_sample(cli, tmp_path):
     assert meta["loss"] == "huber" and meta["label_names"] == ["malignant", "normal, benign"]
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]   # no temp dirs left
 
-    p = cli("sample", "--checkpoint", run, "--per-class", "8", "--steps", "3", "--out", npz, "--grid", png, "--no-progress", check=True)
+    p = cli("sample", "--model-dir", run, "--per-class", "8", "--steps", "3", "--out", npz, "--grid", png, "--no-progress", check=True)
     assert "wrote" in p.stdout
     with np.load(npz) as z:
         assert z["train_images"].shape == (16, 28, 28) and z["train_images"].dtype == np.uint8
@@ -251,10 +251,10 @@ def test_resolve_and_load_model(straight):
     ck = D.resolve_checkpoint(straight)
     assert ck.name == "step-000004" and D.resolve_checkpoint(ck) == ck
     assert D.resolve_checkpoint(straight / "checkpoints" / "step-000002").name == "step-000002"
-    unet, sch, meta = SA.load_model(straight, device="cpu")
+    denoiser, sch, meta = SA.load_model(straight, device="cpu")
     raw, _, _ = SA.load_model(straight, ema=False, device="cpu")
-    assert meta["n_classes"] == 2 and sch.config.num_train_timesteps == 1000 and not unet.training
-    assert any(not torch.equal(a, b) for a, b in zip(unet.parameters(), raw.parameters()))   # EMA != raw weights
+    assert meta["n_classes"] == 2 and sch.config.num_train_timesteps == 1000 and not denoiser.training
+    assert any(not torch.equal(a, b) for a, b in zip(denoiser.parameters(), raw.parameters()))   # EMA != raw weights
 
 
 def test_sampling_is_seeded_and_ddpm_and_guidance_work(straight, tmp_path):
@@ -268,19 +268,19 @@ def test_sampling_is_seeded_and_ddpm_and_guidance_work(straight, tmp_path):
 
 @pytest.mark.parametrize("sampler", ["dpmsolver", "unipc"])
 def test_multistep_solvers_are_seeded_and_start_each_batch_afresh(straight, sampler):
-    unet, sch, meta = SA.load_model(straight, device="cpu")
+    denoiser, sch, meta = SA.load_model(straight, device="cpu")
     labels = np.array([0, 1, 0, 1])
     kw = dict(sampler=sampler, steps=4, seed=3, null_class=meta["null_class"], progress=False)
-    one = SA.generate(unet, sch, labels, batch_size=4, **kw)
-    assert np.array_equal(one, SA.generate(unet, sch, labels, batch_size=4, **kw))
-    assert not np.array_equal(one, SA.generate(unet, sch, labels, batch_size=4, **{**kw, "seed": 4}))
+    one = SA.generate(denoiser, sch, labels, batch_size=4, **kw)
+    assert np.array_equal(one, SA.generate(denoiser, sch, labels, batch_size=4, **kw))
+    assert not np.array_equal(one, SA.generate(denoiser, sch, labels, batch_size=4, **{**kw, "seed": 4}))
     # a second batch must not inherit the first batch's solver history: sampled in two batches of 2, each
     # image is what it is in one batch of 4 (the initial noise is drawn in the same order)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     assert torch.equal(torch.randn(4, 1, 28, 28, generator=g1),
                        torch.cat([torch.randn(2, 1, 28, 28, generator=g2), torch.randn(2, 1, 28, 28, generator=g2)]))
-    assert np.array_equal(one, SA.generate(unet, sch, labels, batch_size=2, **kw))
-    assert not np.array_equal(one, SA.generate(unet, sch, labels, batch_size=4, **{**kw, "sampler": "ddim"}))
+    assert np.array_equal(one, SA.generate(denoiser, sch, labels, batch_size=2, **kw))
+    assert not np.array_equal(one, SA.generate(denoiser, sch, labels, batch_size=4, **{**kw, "sampler": "ddim"}))
 
 
 def test_compile_setting_reaches_training_sampling_and_classifiers(straight, tmp_path, monkeypatch):
@@ -289,8 +289,8 @@ def test_compile_setting_reaches_training_sampling_and_classifiers(straight, tmp
         modes.append(mode); return model
     monkeypatch.setattr(torch, "compile", fake_compile)
     TR.train("breastmnist", "l2", tmp_path / "r", preset="smoke", progress=False, train_steps=1, compile="reduce-overhead")
-    unet, sch, meta = SA.load_model(straight, device="cpu")
-    SA.generate(unet, sch, [0, 1, 0], batch_size=2, steps=2, progress=False, compile="max-autotune")
+    denoiser, sch, meta = SA.load_model(straight, device="cpu")
+    SA.generate(denoiser, sch, [0, 1, 0], batch_size=2, steps=2, progress=False, compile="max-autotune")
     from medsyn.classify import train_classifier
     from medsyn.core import load_settings
     from medsyn.data import load_medmnist, subsample
@@ -298,25 +298,25 @@ def test_compile_setting_reaches_training_sampling_and_classifiers(straight, tmp
     train_classifier(subsample(load_medmnist("breastmnist"), fraction=0.05), load_medmnist("breastmnist", "val"), "cnn", s, progress=False)
     assert modes == ["reduce-overhead", "max-autotune", None]      # None: torch.compile's default mode
     with pytest.raises(MedsynError, match="compile must be one of"):
-        compiled(unet, "fast")
+        compiled(denoiser, "fast")
 
 
 def test_compiled_denoiser_matches_eager_on_cpu(straight):
     pytest.importorskip("torch._inductor")
-    unet, sch, meta = SA.load_model(straight, device="cpu")
+    denoiser, sch, meta = SA.load_model(straight, device="cpu")
     kw = dict(sampler="ddim", steps=2, seed=1, progress=False)
-    eager = SA.generate(unet, sch, [0, 1], batch_size=2, **kw)
-    comp = SA.generate(unet, sch, [0, 1], batch_size=2, compile="default", **kw)
+    eager = SA.generate(denoiser, sch, [0, 1], batch_size=2, **kw)
+    comp = SA.generate(denoiser, sch, [0, 1], batch_size=2, compile="default", **kw)
     assert np.abs(eager.astype(int) - comp.astype(int)).max() <= 1     # uint8 images: at most one grey level apart
 
 
 def test_guidance_zero_is_the_unconditional_model(straight):
-    unet, sch, meta = SA.load_model(straight, device="cpu")
-    g0 = SA.generate(unet, sch, [0, 1], steps=3, guidance=0.0, null_class=2, progress=False)
-    null = SA.generate(unet, sch, [2, 2], steps=3, guidance=1.0, progress=False)
+    denoiser, sch, meta = SA.load_model(straight, device="cpu")
+    g0 = SA.generate(denoiser, sch, [0, 1], steps=3, guidance=0.0, null_class=2, progress=False)
+    null = SA.generate(denoiser, sch, [2, 2], steps=3, guidance=1.0, progress=False)
     assert np.abs(g0.astype(int) - null.astype(int)).max() <= 1      # eps = eps_uncond + 0 * (...)
-    cond = SA.generate(unet, sch, [0, 1], steps=3, guidance=1.0, progress=False)
-    g1 = SA.generate(unet, sch, [0, 1], steps=3, guidance=1.0 + 1e-6, null_class=2, progress=False)
+    cond = SA.generate(denoiser, sch, [0, 1], steps=3, guidance=1.0, progress=False)
+    g1 = SA.generate(denoiser, sch, [0, 1], steps=3, guidance=1.0 + 1e-6, null_class=2, progress=False)
     assert np.abs(cond.astype(int) - g1.astype(int)).max() <= 1       # g = 1: the conditional model
 
 

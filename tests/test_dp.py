@@ -53,8 +53,8 @@ def _all_scores(run, s):
     from medsyn.sampling import load_model
     from medsyn.privacy import membership_sets, denoising_losses
     sets = membership_sets(run)
-    unet, sch, meta = load_model(run, ema=True, device="cpu")
-    lm, ln = (denoising_losses(unet, sch, d, prediction=meta["prediction"], progress=False) for d in (sets["members"], sets["nonmembers"]))
+    denoiser, sch, meta = load_model(run, ema=True, device="cpu")
+    lm, ln = (denoising_losses(denoiser, sch, d, prediction=meta["prediction"], progress=False) for d in (sets["members"], sets["nonmembers"]))
     return -lm.mean(1), -ln.mean(1)
 
 

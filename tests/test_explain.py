@@ -97,9 +97,9 @@ def test_bad_input(models, tmp_path):
 
 def test_cli_explain(cli, models, tmp_path):
     real, syn = models
-    p = cli("explain", "--model", real, "--compare", syn, "--dataset", FLAG, "--n", "1", "--preset", "smoke",
+    p = cli("explain", "--classifier", real, "--compare", syn, "--dataset", FLAG, "--n", "1", "--preset", "smoke",
             "--lime-samples", "30", "--quiet", "--out", tmp_path / "e", check=True)
     assert "mean top-3 superpixel IoU" in p.stdout
     assert json.loads((tmp_path / "e" / "explain.json").read_text())["lime"]["samples"] == 30
-    p = cli("explain", "--model", tmp_path / "nothing", "--dataset", FLAG, "--preset", "smoke", "--out", tmp_path / "y")
+    p = cli("explain", "--classifier", tmp_path / "nothing", "--dataset", FLAG, "--preset", "smoke", "--out", tmp_path / "y")
     assert p.returncode == 2 and "not a classifier folder" in p.stderr

@@ -272,7 +272,7 @@ def _seed_before_scarce(ref, d, real_scarce_done):
         c = dst / cell
         (c / "DONE.json").unlink()
         for st in stages: (c / f".{st}.done").unlink(); (c / f"{st}.ipynb").unlink()
-        if "scarce" in stages: shutil.rmtree(c / "low_data")
+        if "scarce" in stages: shutil.rmtree(c / "scarce")
         if "privacy" in stages: (c / "privacy.json").unlink()
 
 
@@ -295,7 +295,7 @@ def test_a_killed_scarce_stage_rerun_gives_the_same_report(fault, scarce_referen
     assert want.keys() == got.keys() and "scarce.csv" in want, sorted(want)
     differ = [n for n in want if want[n] != got[n]]
     assert not differ, differ
-    fr = Path("runs") / "smoke" / FLAG / "l2" / "low_data" / "frac-0.5" / "draw-0"
+    fr = Path("runs") / "smoke" / FLAG / "l2" / "scarce" / "frac-0.5" / "draw-0"
     a, b = ref / fr, tmp_path / fr
     from medsyn.diffusion import checkpoints
     ta, tb = tensors(checkpoints(a / "model")[-1]), tensors(checkpoints(b / "model")[-1])

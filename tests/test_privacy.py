@@ -41,7 +41,7 @@ def test_two_disjoint_nonmember_sets_are_indistinguishable(overfit):
     from medsyn.sampling import load_model
     run, _ = overfit
     sets = membership_sets(run)
-    unet, sch, _ = load_model(run, device="cpu")
+    denoiser, sch, _ = load_model(run, device="cpu")
     tr = load_medmnist("breastmnist", "train")
     others = np.setdiff1d(np.arange(len(tr)), [i for _, i in sets["trained_on"]])
     rng = np.random.default_rng(1)     # every other training image, split in two halves of the same class mix
@@ -49,7 +49,7 @@ def test_two_disjoint_nonmember_sets_are_indistinguishable(overfit):
     k = [min(len(h[0]), len(h[1])) for h in halves]
     a, b = (np.concatenate([h[i][:kk] for h, kk in zip(halves, k)]) for i in (0, 1))
     assert len(a) == len(b) > 250
-    la, lb = (denoising_losses(unet, sch, tr.subset(i)).mean(1) for i in (a, b))
+    la, lb = (denoising_losses(denoiser, sch, tr.subset(i)).mean(1) for i in (a, b))
     r = attack_summary(-la, -lb)
     assert abs(r["auc"] - 0.5) < 0.1, r["auc"]     # standard error about 0.025 at 260 a side
 

@@ -9,9 +9,9 @@ import torch
 from medsyn.core import MedsynError, load_settings, save_json
 from medsyn.data import MODALITY, classical_augmentation, indices_digest, load_medmnist, to_tensor
 from medsyn.stats import mean_ci
-from medsyn.figures import fig_scarce
+from medsyn.figures import plot_scarce
 from medsyn.scarce import (ARMS, REAL_ARMS, SYN_ARMS, check_draws, check_leak, collect_scarce, draw_difference, draw_table,
-                           draws_needed, frac_dir, generator_steps, paired_difference, real_subset, run_arms,
+                           draws_needed, scarce_dir, generator_steps, paired_difference, real_subset, run_arms,
                            scarce_markdown, scarce_table, val_subset, verdict)
 
 
@@ -35,9 +35,9 @@ def test_paired_statistics_hand_computed():
 def test_generator_training_is_sized_to_its_subset():
     q = load_settings("quick")   # 300 steps x 32
     assert generator_steps(55, q) == 258 and generator_steps(4708, q) == 300
-    assert generator_steps(1, q.replace(low_data_max_epochs=1)) == 1
-    with pytest.raises(MedsynError, match="low_data_max_epochs"):
-        generator_steps(10, q.replace(low_data_max_epochs=0))
+    assert generator_steps(1, q.replace(scarce_max_epochs=1)) == 1
+    with pytest.raises(MedsynError, match="scarce_max_epochs"):
+        generator_steps(10, q.replace(scarce_max_epochs=0))
 
 
 @pytest.mark.parametrize("flag", sorted(MODALITY))
@@ -96,7 +96,7 @@ def _rows(dataset="breastmnist", fraction=0.1, n_real=55, draws=(0,), draw_effec
                                  seed=seed, real_digest=f"d{k}", n_real=n_real, n_classes=2, n_val=8, val_digest=f"v{k}",
                                  n_synthetic=n_real if "syn" in arm else 0, acc=auc - 0.1, auc=auc, f1_macro=auc - 0.2,
                                  loss=None if "syn" not in arm else "l2",
-                                 generator=f"/r/{dataset}/l2/low_data/frac-{fraction:g}/draw-{k}/synthetic.npz" if "syn" in arm else None))
+                                 generator=f"/r/{dataset}/l2/scarce/frac-{fraction:g}/draw-{k}/synthetic.npz" if "syn" in arm else None))
     return pd.DataFrame(rows)
 
 
@@ -147,17 +147,17 @@ def test_two_draws_sharing_a_generator_are_refused():
     with pytest.raises(MedsynError, match="share a generator"):
         check_draws(g.assign(digest="d0"))
     r = _rows(draws=(0, 1))
-    r.loc[(r["draw"] == 1) & r["generator"].notna(), "generator"] = "/r/breastmnist/l2/low_data/frac-0.1/draw-0/synthetic.npz"
+    r.loc[(r["draw"] == 1) & r["generator"].notna(), "generator"] = "/r/breastmnist/l2/scarce/frac-0.1/draw-0/synthetic.npz"
     with pytest.raises(MedsynError, match="another draw's generator"):
         check_draws(g, r)
 
 
 def test_arms_see_only_the_images_the_setting_allows(tmp_path, monkeypatch):
     """Every classifier of a draw trains on that draw's subset (plus synthetic images for the synthetic arms) and picks its epoch on
-    the draw's validation images: the scarce fraction of the validation split, or all of it with low_data_val = full."""
+    the draw's validation images: the scarce fraction of the validation split, or all of it with scarce_val = full."""
     import medsyn.classify as C
     from medsyn.data import write_synthetic
-    s = load_settings("smoke", archs="cnn", clf_epochs=1, clf_min_steps=0, device="cpu", low_data_seeds="0,1", low_data_val="scarce,full")
+    s = load_settings("smoke", archs="cnn", clf_epochs=1, clf_min_steps=0, device="cpu", scarce_seeds="0,1", scarce_val="scarce,full")
     tr, va = load_medmnist("breastmnist", "train"), load_medmnist("breastmnist", "val")
     key = lambda im: im.tobytes()
     seen = []
@@ -178,7 +178,7 @@ def test_arms_see_only_the_images_the_setting_allows(tmp_path, monkeypatch):
         syn = write_synthetic(tmp_path / f"syn{draw}.npz", syn_imgs, np.repeat(sub.labels, 2), "breastmnist",
                               real_images=dict(fraction=f, subset_seed=draw, n=len(sub), digest=indices_digest(idx)))
         seen.clear()
-        res = run_arms("breastmnist", ARMS, f, draw, frac_dir(tmp_path, f, draw), s, synthetic=syn, progress=False)
+        res = run_arms("breastmnist", ARMS, f, draw, scarce_dir(tmp_path, f, draw), s, synthetic=syn, progress=False)
         assert len(seen) == len(res["rows"]) == 2 * 4 * 2                 # 2 validation modes x 4 arms x 2 seeds
         syn_keys = set(map(key, syn_imgs))
         for (train_keys, val_keys, n), row in zip(seen, res["rows"]):
@@ -196,13 +196,13 @@ def test_scarce_figure_has_a_column_per_data_set(tmp_path):
     import matplotlib; matplotlib.use("Agg")
     r = pd.concat([_rows(draws=(0, 1)), _rows(fraction=0.25, n_real=137, draws=(0, 1)), _rows("retinamnist", 0.1, 108, draws=(0, 1))],
                   ignore_index=True)
-    fig = fig_scarce(scarce_table(r), draw_table(r, _gens((0, 1))))
+    fig = plot_scarce(scarce_table(r), draw_table(r, _gens((0, 1))))
     assert len(fig.axes) == 4 and fig.axes[0].get_title() == "breastmnist" and fig.axes[1].get_title() == "retinamnist"
     assert fig.axes[0].get_xscale() == "log" and "per class" in fig.axes[0].get_xlabel()
     assert len(fig.legends[0].get_texts()) == 3                        # the three arms compared with real only
     assert "KID" in fig.axes[2].get_xlabel() and len(fig.axes[2].collections) >= 2
     from medsyn.figures import save_fig
-    assert all(p.stat().st_size > 1000 for p in save_fig(fig, tmp_path, "low_data"))
+    assert all(p.stat().st_size > 1000 for p in save_fig(fig, tmp_path, "scarce"))
 
 
 def test_single_seed_results_are_not_printed_as_zero_spread(tmp_path):

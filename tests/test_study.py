@@ -90,7 +90,7 @@ def test_extra_backbones_run_beside_the_main_model_and_the_report_compares_them(
         assert (d / "DONE.json").exists(), b
         assert json.loads((d / "model" / "config.json").read_text())["denoiser"] == cls
         assert 'model": "' + b in _injected(d / "train.ipynb").replace("'", '"')
-        assert not (d / "low_data").exists() and not (d / "privacy.json").exists()     # scarce and privacy stay with the main model
+        assert not (d / "scarce").exists() and not (d / "privacy.json").exists()     # scarce and privacy stay with the main model
     B = pd.read_csv(study["tmp"] / "tables" / "backbones.csv")
     assert sorted(B["backbone"]) == ["dit-tiny", "swin-tiny", "unet-tiny"]
     assert B[["fid64", "fid2048", "floor64", "kid", "precision", "recall", "tstr_acc", "tstr_auc", "fidelity_f1",
@@ -158,20 +158,20 @@ def test_scarce_stage_writes_every_arm_and_its_generator_saw_only_the_classifier
     ds = study["runs"] / "breastmnist"
     s = load_settings("smoke")
     _, idx = real_subset("breastmnist", 0.5, s, 0)
-    fd = ds / "l2" / "low_data" / "frac-0.5" / "draw-0"
+    fd = ds / "l2" / "scarce" / "frac-0.5" / "draw-0"
     for f in ("model/config.json", "synthetic.npz", "synthetic.json", "audit.json", "quality.json", "metrics.json", "predictions.npz"):
         assert (fd / f).exists(), f
     assert (ds / "l2" / "scarce.ipynb").exists() and (ds / "real" / "scarce.ipynb").exists()
     seen = json.loads((fd / "model" / "config.json").read_text())["real_images"]
     syn_rows = json.loads((fd / "metrics.json").read_text())["rows"]
-    real_rows = json.loads((ds / "real" / "low_data" / "frac-0.5" / "draw-0" / "metrics.json").read_text())["rows"]
+    real_rows = json.loads((ds / "real" / "scarce" / "frac-0.5" / "draw-0" / "metrics.json").read_text())["rows"]
     # the generator saw exactly the classifiers' real images: the same indices, the same digest in every row
     assert seen["indices"] == idx.tolist() and seen["fraction"] == 0.5
     assert {r["real_digest"] for r in syn_rows + real_rows} == {indices_digest(idx)} == {seen["digest"]}
     assert {r["arm"] for r in real_rows} == {"real", "real+aug"} and {r["arm"] for r in syn_rows} == {"real+syn", "real+syn+aug"}
-    assert sorted({r["seed"] for r in syn_rows}) == s.low_data_seeds and len(s.low_data_seeds) >= 3
+    assert sorted({r["seed"] for r in syn_rows}) == s.scarce_seeds and len(s.scarce_seeds) >= 3
     assert json.loads((fd / "synthetic.json").read_text())["real_images"]["digest"] == seen["digest"]
-    assert {r["val"] for r in syn_rows + real_rows} == set(s.low_data_val) == {"scarce"} and seen["subset_seed"] == 0
+    assert {r["val"] for r in syn_rows + real_rows} == set(s.scarce_val) == {"scarce"} and seen["subset_seed"] == 0
     q = json.loads((fd / "quality.json").read_text())
     assert q["kid_floor"] < q["kid"] and q["n"] > 0              # a smoke generator's images are far from real ones
 
@@ -181,8 +181,8 @@ def test_a_generator_that_saw_other_images_fails_the_leak_check(study, tmp_path)
     from medsyn.scarce import collect_scarce
     runs = tmp_path / "smoke"
     shutil.copytree(study["runs"] / "breastmnist", runs / "breastmnist")
-    assert len(collect_scarce(runs)["rows"]) == 4 * len(load_settings("smoke").low_data_seeds)
-    cfg = runs / "breastmnist" / "l2" / "low_data" / "frac-0.5" / "draw-0" / "model" / "config.json"
+    assert len(collect_scarce(runs)["rows"]) == 4 * len(load_settings("smoke").scarce_seeds)
+    cfg = runs / "breastmnist" / "l2" / "scarce" / "frac-0.5" / "draw-0" / "model" / "config.json"
     c = json.loads(cfg.read_text()); c["real_images"]["digest"] = "0000000000000000"; cfg.write_text(json.dumps(c))
     with pytest.raises(MedsynError, match="leak"):
         collect_scarce(runs)
@@ -191,7 +191,7 @@ def test_a_generator_that_saw_other_images_fails_the_leak_check(study, tmp_path)
 def test_report_writes_the_scarce_table_and_figure(study):
     t = (study["tmp"] / "tables" / "scarce.md").read_text()
     assert "real + classical aug." in t and "real + synthetic + classical aug." in t and "ΔAUC vs real only [95% CI, draws]" in t
-    assert (study["tmp"] / "figures" / "low_data.png").exists()
+    assert (study["tmp"] / "figures" / "scarce.png").exists()
     csv = pd.read_csv(study["tmp"] / "tables" / "scarce.csv")
     assert set(csv["arm"]) == {"real", "real+aug", "real+syn", "real+syn+aug"} and (csv["seeds"] >= 3).all()
 
