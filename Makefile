@@ -1,6 +1,6 @@
 # medsyn developer commands. Activate the virtual environment first (see README).
 SHELL := /bin/bash
-.PHONY: test nbtest pytest export clean readme check docs trust lab faults lock lock-venv
+.PHONY: test nbtest pytest export clean readme check docs nbs trust lab faults lock lock-venv
 
 # the one test command: notebooks' inline tests, then the pytest suite
 test: nbtest pytest
@@ -19,6 +19,10 @@ clean:
 
 readme:
 	python tools/readme.py
+
+# execute the notebooks of nbs/ at their examples' (smoke) size and keep their outputs, for the docs and GitHub
+nbs:
+	python tools/nbs.py
 
 # sign the notebooks (nbs/ and the executed ones in runs/) for this user's Jupyter, so that JupyterLab
 # opens them trusted: Jupyter trusts only what it signed itself, and a fresh clone is signed by no one

@@ -10,6 +10,7 @@ import argparse, contextlib, importlib.util, io, sys
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 import torch
 import pandas as pd
 from sklearn.metrics import pairwise_distances
@@ -54,17 +55,21 @@ def fid_from_features(real, fake) -> float:
 
 # %% ../nbs/03_metrics.ipynb #77479537
 def fid_interval(real, fake, n_bootstrap:int=10, seed:int=0, level:float=0.95) -> dict:
-    "FID with a percentile bootstrap interval, the bootstrap spread and the rank-deficiency flag."
+    """FID with a bootstrap interval (`scipy.stats.bootstrap`, real and synthetic images resampled independently) shifted by the
+    bootstrap's bias, the bootstrap spread and the rank-deficiency flag."""
     r, f = _features(real, 'real'), _features(fake, 'synthetic')
-    value = fid_from_features(r, f)
-    rng = np.random.default_rng(seed)
-    draws = [fid_from_features(r[rng.integers(0, len(r), len(r))], f[rng.integers(0, len(f), len(f))])
-             for _ in range(max(0, int(n_bootstrap)))]
+    value, nb = fid_from_features(r, f), max(0, int(n_bootstrap))
+    draws = np.array([])
+    if nb:
+        res = stats.bootstrap((np.arange(len(r)), np.arange(len(f))), lambda i, j: fid_from_features(r[i], f[j]), n_resamples=nb,
+                              paired=False, vectorized=False, method='percentile', confidence_level=level,
+                              rng=np.random.default_rng(seed))
+        draws = np.atleast_1d(res.bootstrap_distribution)
     q = (1 - level) / 2
     qlo, qhi = (np.quantile(draws, [q, 1 - q]) if len(draws) >= 2 else (np.nan, np.nan))
-    bias = float(np.mean(draws) - value) if draws else np.nan
+    bias = float(np.mean(draws) - value) if len(draws) else np.nan
     return dict(value=value, ci_low=float(qlo - bias), ci_high=float(qhi - bias), level=level,
-                boot_std=float(np.std(draws)) if draws else np.nan, boot_bias=bias,
+                boot_std=float(np.std(draws)) if len(draws) else np.nan, boot_bias=bias,
                 n_bootstrap=len(draws), n_real=len(r), n_synthetic=len(f), d=r.shape[1],
                 rank_deficient=rank_deficient(min(len(r), len(f)), r.shape[1]))
 

@@ -10,6 +10,7 @@ import json, math
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 import pandas as pd
 import torch
 
@@ -87,10 +88,14 @@ def attack_summary(member_scores, nonmember_scores, n_bootstrap:int=200, seed:in
     if len(m) < 2 or len(n) < 2: raise MedsynError(f"need at least 2 members and 2 non-members, got {len(m)} and {len(n)}")
     if not (np.isfinite(m).all() and np.isfinite(n).all()): raise MedsynError("attack scores contain NaN or infinity")
     y, sc = np.r_[np.ones(len(m)), np.zeros(len(n))], np.r_[m, n]
-    rng = np.random.default_rng(seed)
-    boot = [roc_auc_score(np.r_[np.ones(len(m)), np.zeros(len(n))],
-                          np.r_[rng.choice(m, len(m)), rng.choice(n, len(n))]) for _ in range(n_bootstrap)]
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if n_bootstrap else (np.nan, np.nan)
+    lo = hi = np.nan
+    if n_bootstrap:                    # BCa (scipy's reference interval); the AUC is the Mann-Whitney U over all pairs
+        auc = lambda a, b: stats.mannwhitneyu(a, b).statistic / (len(a) * len(b))
+        res = stats.bootstrap((m, n), auc, n_resamples=n_bootstrap, paired=False, vectorized=False, method='BCa',
+                              confidence_level=level, rng=np.random.default_rng(seed))
+        lo, hi = res.confidence_interval
+        if not (np.isfinite(lo) and np.isfinite(hi)):       # every resample alike (e.g. AUC 1): BCa is undefined, the percentiles are not
+            lo, hi = np.quantile(res.bootstrap_distribution, [(1 - level) / 2, (1 + level) / 2])
     f, t, _ = roc_curve(y, sc)
     return dict(auc=float(roc_auc_score(y, sc)), auc_low=float(lo), auc_high=float(hi), tpr_at_1pct_fpr=tpr_at_fpr(y, sc, 0.01),
                 tpr_at_0_1pct_fpr=tpr_at_fpr(y, sc, 0.001), n_members=len(m), n_nonmembers=len(n), fpr=f.tolist(), tpr=t.tolist(),

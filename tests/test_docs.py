@@ -1,5 +1,5 @@
 "The site checker (tools/check_docs.py) catches what it is there to catch, on a small site made here."
-import importlib.util
+import importlib.util, json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,3 +37,34 @@ def test_broken_pages_links_images_and_anchors_fail(tmp_path):
     for what in ('figures/a.png is missing', 'no anchor #nowhere', 'gone.html is missing',
                  'nbs/10_privacy.ipynb: no page privacy.html', 'err.html: shows an error output'):
         assert what in errors, (what, errors)
+
+
+def test_a_library_page_must_show_its_examples_outputs(tmp_path):
+    nbs, site = _site(tmp_path)
+    cell = lambda src, outs=(): {"cell_type": "code", "source": [src], "outputs": list(outs)}
+    nb = lambda *cells: json.dumps({"cells": [cell("#| default_exp data"), cell("#| export\\ndef f(): return 1"), *cells]})
+    (nbs/'01_data.ipynb').write_text(nb(cell("f()"), cell("assert f() == 1")))
+    assert "none of its 2 examples has an output" in '\n'.join(check_docs.check(site, nbs))
+    (nbs/'01_data.ipynb').write_text(nb(cell("f()", [{"output_type": "execute_result", "data": {"text/plain": "1"}}])))
+    assert check_docs.check(site, nbs) == []
+    (nbs/'01_data.ipynb').write_text(nb(cell("plt.plot([1])", [{"output_type": "display_data", "data": {"image/png": "iVBOR"}}])))
+    assert check_docs.check(site, nbs) == []                      # data.html shows an image
+    (site/'data.html').write_text((site/'data.html').read_text().replace('<img src="figures/a.png">', ''))
+    assert "draw 1 figure(s) but data.html shows no image" in '\n'.join(check_docs.check(site, nbs))
+
+
+def test_every_library_notebook_is_committed_with_its_outputs():
+    "`make nbs` executes the notebooks and keeps their outputs; a notebook committed without them shows code and no result."
+    bare = []
+    for p in sorted((ROOT/'nbs').glob('*.ipynb')):
+        text = p.read_text()
+        if '#| default_exp' not in text: continue
+        n, shown, _ = check_docs.examples(json.loads(text))
+        if n and not shown: bare.append(f"{p.name} ({n} examples)")
+    assert not bare, f"committed without outputs (run `make nbs`): {', '.join(bare)}"
+
+
+def test_the_readme_is_short():
+    lines = (ROOT/'README.md').read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines: the full results belong on the results page (nbs/results.ipynb)"
+    assert lines.index('pip install -e ".[dev]"          # in a clone, in a fresh virtual environment (Python 3.10+)') < 30

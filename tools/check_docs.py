@@ -4,12 +4,15 @@ Fails (exit 1, one line per problem) when
 - a notebook in `nbs/` has no page (the page for `nbs/01_data.ipynb` is `data.html`, from its
   `#| default_exp`; a study notebook's is `study/<name>.html`), or a page is empty;
 - a page shows an error output (a traceback from a cell that failed while the site was built);
+- a library notebook (one with `#| default_exp`) has examples but not one of them has a committed
+  output (`make nbs` executes the notebooks and keeps their outputs), or its examples draw a figure
+  and its page shows no image;
 - a link, image or script on a page points at a file of the site that is not there, or at an
   anchor (`#name`) that the target page does not have. Links into the published site
   (`https://medsyn.github.io/medsyn/...`) are checked as local files; other external links are not
   followed (the build is offline).
 """
-import re, sys
+import json, re, sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -43,11 +46,31 @@ def expected_pages(nbs: Path = ROOT/'nbs') -> dict:
     return out
 
 
+_NOT_EXAMPLE = re.compile(r'^#\|\s*(export|exports|exporti|hide|default_exp)\b', re.M)
+
+
+def examples(nb: dict) -> tuple:
+    "(examples, examples with an output, examples with an image) of a notebook: code cells that are not exported or hidden."
+    n = shown = images = 0
+    for c in nb.get('cells', []):
+        src = ''.join(c.get('source', ''))
+        if c.get('cell_type') != 'code' or not src.strip() or _NOT_EXAMPLE.search(src): continue
+        outs = c.get('outputs', [])
+        n += 1; shown += bool(outs); images += any('image/png' in o.get('data', {}) for o in outs)
+    return n, shown, images
+
+
 def check(site: Path = ROOT/'_docs', nbs: Path = ROOT/'nbs') -> list:
     errors = []
     if not site.is_dir(): return [f'{site} does not exist: run `make docs`']
     for nb, page in expected_pages(nbs).items():
-        if not (site/page).is_file(): errors.append(f'nbs/{nb}: no page {page}')
+        if not (site/page).is_file(): errors.append(f'nbs/{nb}: no page {page}'); continue
+        text = (nbs/nb).read_text()
+        if '#| default_exp' not in text: continue
+        n, shown, images = examples(json.loads(text))
+        if n and not shown: errors.append(f'nbs/{nb}: none of its {n} examples has an output (run `make nbs`)')
+        if images and '<img' not in (site/page).read_text(errors='replace'):
+            errors.append(f'nbs/{nb}: its examples draw {images} figure(s) but {page} shows no image')
     pages = {}
     for f in sorted(site.rglob('*.html')):
         p = _Page(); p.feed(f.read_text(errors='replace')); pages[f.resolve()] = p

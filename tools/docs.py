@@ -29,7 +29,11 @@ output (run by `make docs`).
 import html, os, re, shutil, subprocess, sys
 from pathlib import Path
 
+import nbformat
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbrun import execute   # noqa: E402  (tools/ is not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE_URL = "https://medsyn.github.io/medsyn/"
@@ -66,12 +70,12 @@ def process() -> Path:
 
 
 def _execute_index(cache: Path):
-    import nbformat
-    from nbconvert.preprocessors import ExecutePreprocessor
-    p = cache/'index.ipynb'
-    nb = nbformat.read(p, as_version=4)
-    ExecutePreprocessor(timeout=120, kernel_name='python3').preprocess(nb, {'metadata': {'path': str(ROOT/'nbs')}})
-    nbformat.write(nb, p)
+    "Execute the pages made from the committed tables (the home page and the results page), so they show today's."
+    for name in ('index.ipynb', 'results.ipynb'):
+        p = cache/name
+        nb = nbformat.read(p, as_version=4)
+        execute(nb, ROOT/'nbs')
+        nbformat.write(nb, p)
 
 
 def _figures(cache: Path):
@@ -97,7 +101,7 @@ nav#sidebar .section{margin-top:.8rem;font-weight:bold;text-transform:capitalize
 nav#sidebar .section + div a{padding-left:.6rem}
 main{margin-left:17rem;max-width:60rem;padding:1rem 2rem}
 p.description{font-size:1.15rem;color:#6c757d}
-pre{background:#f8f9fa;padding:.6rem;overflow:auto;border-radius:4px}
+pre{background:#f8f9fa;padding:.6rem;overflow:auto;border-radius:4px;white-space:pre-wrap;overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #ddd;padding:.2rem .5rem}
 img{max-width:100%}
 details{background:#f1f6ff;border:1px solid #cfe0ff;border-radius:4px;padding:.4rem .8rem;margin:.5rem 0}
@@ -105,9 +109,16 @@ details{background:#f1f6ff;border:1px solid #cfe0ff;border-radius:4px;padding:.4
 """
 
 
-# formulas ($...$) typeset when the page is read online; offline they stay as TeX source
-MATHJAX = ('<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]]}};</script>'
-           '<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>')
+# formulas ($...$) typeset offline: MathJax 2 from the jupyter-server-mathjax package (a dev dependency), copied into the site
+MATHJAX = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({{tex2jax: {{inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], '
+           'processEscapes: true}}, messageStyle: "none"}});</script>'
+           '<script src="{root}mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"></script>')
+
+
+def _mathjax(dest: Path):
+    "Copy MathJax into the site (no CDN: the pages are read offline too)."
+    import jupyter_server_mathjax
+    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent/'static', dest/'mathjax')
 
 
 def _front_matter(nb):
@@ -157,6 +168,7 @@ def render_html(cache: Path, dest: Path):
     dest.mkdir(parents=True)
     (dest/'styles.css').write_text(CSS + HtmlFormatter().get_style_defs('.highlight'))
     if (cache/'figures').exists(): shutil.copytree(cache/'figures', dest/'figures')
+    _mathjax(dest)
     for section, rel, out, fm, nb in pages:
         for c in nb.cells:
             for k in set(c) - {'cell_type', 'id', 'metadata', 'source', 'outputs', 'execution_count', 'attachments'}: del c[k]
@@ -183,7 +195,7 @@ def render_html(cache: Path, dest: Path):
         desc = f'<p class="description">{html.escape(str(fm["description"]))}</p>' if fm.get('description') else ''
         doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-               f'<title>{title} – medsyn</title><link rel="stylesheet" href="{_rel(out, Path("styles.css"))}">{MATHJAX}</head>\n'
+               f'<title>{title} – medsyn</title><link rel="stylesheet" href="{_rel(out, Path("styles.css"))}">{MATHJAX.format(root=_rel(out, Path("x")).removesuffix("x"))}</head>\n'
                f'<body><nav id="sidebar"><a href="{_rel(out, Path("index.html"))}"><b>medsyn</b></a>{"".join(nav)}</nav>\n'
                f'<main><h1 class="title">{title}</h1>{desc}\n{body}\n</main></body></html>\n')
         doc = _fix_links(doc, rel, out, targets)

@@ -15,12 +15,14 @@ Why not nbdev's own `nbdev-readme`: it runs `quarto render nbs/index.ipynb -t gf
 So this stays until nbdev-readme can execute the notebook and rewrite its links (`make docs`
 builds the site with Quarto when it is installed, and without it otherwise: tools/docs.py).
 """
-import sys
+import re, sys
 from pathlib import Path
 
 import nbformat
 from nbconvert import MarkdownExporter
-from nbconvert.preprocessors import ExecutePreprocessor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbrun import execute   # noqa: E402  (tools/ is not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file. -->\n\n"
@@ -28,7 +30,7 @@ HEADER = "<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the noteb
 
 def render() -> str:
     nb = nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4)
-    ExecutePreprocessor(timeout=120, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(ROOT / "nbs")}})
+    execute(nb, ROOT / "nbs", timeout=120)
     keep = []
     for c in nb.cells:
         lines = c.source.splitlines()
@@ -39,13 +41,14 @@ def render() -> str:
             # keep only what the cell shows, as Markdown
             shown = [o.get("data", {}).get("text/markdown") or o.get("text", "") for o in c.get("outputs", [])]
             text = "\n\n".join(s.strip() for s in shown if s and s.strip()).replace("](../", "](")
+            text = re.sub(r"\]\((\w+)\.ipynb\)", r"](nbs/\1.ipynb)", text)
             if text:
                 keep.append(nbformat.v4.new_markdown_cell(text))
             continue
         else:
             c.source = "\n".join(l for l in lines if not l.startswith("#|"))
         if c.cell_type == "markdown":
-            c.source = c.source.replace("](../", "](")
+            c.source = re.sub(r"\]\((\w+)\.ipynb\)", r"](nbs/\1.ipynb)", c.source.replace("](../", "]("))
         keep.append(c)
     nb.cells = keep
     body, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
