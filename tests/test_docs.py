@@ -1,5 +1,7 @@
 "The site checker (tools/check_docs.py) catches what it is there to catch, on a small site made here."
 import importlib.util, json
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,3 +70,29 @@ def test_the_readme_is_short():
     lines = (ROOT/'README.md').read_text().splitlines()
     assert len(lines) <= 150, f"README.md has {len(lines)} lines: the full results belong on the results page (nbs/results.ipynb)"
     assert lines.index('pip install -e ".[dev]"          # in a clone, in a fresh virtual environment (Python 3.10+)') < 30
+
+
+@pytest.mark.browser
+def test_the_site_in_a_browser_shows_the_figures():
+    "Each library page whose examples draw a figure shows at least one loaded image in headless Chromium (after `make docs`)."
+    import shutil
+    site = ROOT/'_docs'
+    if not (site/'index.html').exists(): pytest.skip("no site: run `make docs` first")
+    browser = next((shutil.which(b) for b in ('chromium', 'chromium-browser', 'google-chrome') if shutil.which(b)), None)
+    if not browser: pytest.skip("no Chromium binary: `apt-get install chromium` (Debian's package)")
+    playwright = pytest.importorskip('playwright.sync_api', reason='`pip install playwright` (dev extra)')
+    want = {page: nb for nb, page in check_docs.expected_pages(ROOT/'nbs').items()
+            if check_docs.examples(json.loads((ROOT/'nbs'/nb).read_text()))[2]}
+    assert want, "no notebook draws a figure: `make nbs` keeps their outputs"
+    shown, typeset = {}, {}
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=browser, args=['--no-sandbox', '--disable-gpu'])
+        try:
+            pg = b.new_page()
+            for page in want:
+                pg.goto((site/page).as_uri()); pg.wait_for_load_state('load')
+                shown[page] = pg.evaluate("[...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+                typeset[page] = pg.evaluate("document.querySelectorAll('.MathJax, mjx-container').length")
+        finally: b.close()
+    assert all(shown.values()), {p: n for p, n in shown.items() if not n}
+    print(shown, typeset)
