@@ -92,7 +92,13 @@ def test_the_site_in_a_browser_shows_the_figures():
             for page in want:
                 pg.goto((site/page).as_uri()); pg.wait_for_load_state('load')
                 shown[page] = pg.evaluate("[...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
-                typeset[page] = pg.evaluate("document.querySelectorAll('.MathJax, mjx-container').length")
+                # the formulas: typeset by the site's own MathJax (no CDN), raw TeX nowhere once it is done
+                pg.wait_for_function("window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 && MathJax.Hub.queue.running === 0",
+                                     timeout=60_000)
+                typeset[page] = (pg.evaluate("document.querySelectorAll('.MathJax').length"),
+                                 pg.evaluate("([...document.querySelectorAll('p, li, td')].map(e => e.innerText).join(' ')"
+                                             ".match(/\\$\\\\[a-z]+/g) || []).length"))   # prose, not code
         finally: b.close()
     assert all(shown.values()), {p: n for p, n in shown.items() if not n}
+    assert typeset['tutorial.html'][0] > 10 and not any(raw for _, raw in typeset.values()), typeset
     print(shown, typeset)

@@ -109,9 +109,11 @@ details{background:#f1f6ff;border:1px solid #cfe0ff;border-radius:4px;padding:.4
 """
 
 
-# formulas ($...$) typeset offline: MathJax 2 from the jupyter-server-mathjax package (a dev dependency), copied into the site
+# formulas ($...$) typeset offline: MathJax 2 from the jupyter-server-mathjax package (a dev dependency), copied into the site;
+# it ships the STIX-Web fonts only (no TeX fonts), so MathJax is told to use them rather than to look for fonts it lacks
 MATHJAX = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({{tex2jax: {{inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], '
-           'processEscapes: true}}, messageStyle: "none"}});</script>'
+           'processEscapes: true}}, messageStyle: "none", '
+           '"HTML-CSS": {{availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}}}});</script>'
            '<script src="{root}mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"></script>')
 
 
