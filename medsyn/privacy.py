@@ -6,7 +6,7 @@ Docs: https://medsyn.github.io/medsyn/privacy.html.md"""
 
 # %% ../nbs/10_privacy.ipynb #ee8c1d19
 from __future__ import annotations
-import json, math
+import json, math, warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +91,10 @@ def attack_summary(member_scores, nonmember_scores, n_bootstrap:int=200, seed:in
     lo = hi = np.nan
     if n_bootstrap:                    # BCa (scipy's reference interval); the AUC is the Mann-Whitney U over all pairs
         auc = lambda a, b: stats.mannwhitneyu(a, b).statistic / (len(a) * len(b))
-        res = stats.bootstrap((m, n), auc, n_resamples=n_bootstrap, paired=False, vectorized=False, method='BCa',
-                              confidence_level=level, rng=np.random.default_rng(seed))
+        with warnings.catch_warnings(), np.errstate(invalid='ignore', divide='ignore'):
+            warnings.simplefilter('ignore', stats.DegenerateDataWarning)          # handled below
+            res = stats.bootstrap((m, n), auc, n_resamples=n_bootstrap, paired=False, vectorized=False, method='BCa',
+                                  confidence_level=level, rng=np.random.default_rng(seed))
         lo, hi = res.confidence_interval
         if not (np.isfinite(lo) and np.isfinite(hi)):       # every resample alike (e.g. AUC 1): BCa is undefined, the percentiles are not
             lo, hi = np.quantile(res.bootstrap_distribution, [(1 - level) / 2, (1 + level) / 2])

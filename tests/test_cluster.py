@@ -1,6 +1,6 @@
 """Concurrency: one study per runs folder (refuse naming the holder, or wait), stale locks from killed runs taken over
 safely, per-cell locks; and the submitit executor end to end (slow: `make faults`)."""
-import json, os, signal, subprocess, sys, time
+import json, os, select, signal, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -54,12 +54,16 @@ def test_wait_lock_waits_for_the_holder_then_runs(tmp_path):
     runs = _done_grid(tmp_path / "runs")
     lk = RunLock(runs / "medsyn.lock").acquire()
     p = _study(runs, "--wait-lock", wait=False)
-    time.sleep(4)
-    assert p.poll() is None, "it should wait while the lock is held"
+    seen, deadline = '', time.time() + 120          # however long it takes to start (a loaded machine): until it says it waits
+    while "waiting for the runs folder lock held by pid" not in seen:
+        assert p.poll() is None and time.time() < deadline, f"it should wait while the lock is held: {seen}"
+        if select.select([p.stderr], [], [], 1)[0]: seen += p.stderr.readline()
+    time.sleep(2)
+    assert p.poll() is None, "it should still be waiting while the lock is held"
     lk.release()
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, err
-    assert "waiting for the runs folder lock held by pid" in err and (runs / "smoke" / "study.json").exists()
+    assert p.returncode == 0, seen + err
+    assert (runs / "smoke" / "study.json").exists()
     record("concurrency", "second study with --wait-lock", "waited, then ran once the first released the lock", True)
 
 

@@ -155,17 +155,17 @@ def test_two_draws_sharing_a_generator_are_refused():
 def test_arms_see_only_the_images_the_setting_allows(tmp_path, monkeypatch):
     """Every classifier of a draw trains on that draw's subset (plus synthetic images for the synthetic arms) and picks its epoch on
     the draw's validation images: the scarce fraction of the validation split, or all of it with scarce_val = full."""
-    import medsyn.classify as C
+    import medsyn.scarce as S          # the arms call the train_classifier that medsyn.scarce imported
     from medsyn.data import write_synthetic
     s = load_settings("smoke", archs="cnn", clf_epochs=1, clf_min_steps=0, device="cpu", scarce_seeds="0,1", scarce_val="scarce,full")
     tr, va = load_medmnist("breastmnist", "train"), load_medmnist("breastmnist", "val")
     key = lambda im: im.tobytes()
     seen = []
-    real_train = C.train_classifier
+    real_train = S.train_classifier
     def spy(train, val, *a, **k):
         seen.append((set(map(key, train.images)), [key(x) for x in val.images], len(train)))
         return real_train(train, val, *a, **k)
-    monkeypatch.setattr(C, "train_classifier", spy)
+    monkeypatch.setattr(S, "train_classifier", spy)
     f, subsets = 0.1, {}
     for draw in (0, 1):
         sub, idx = real_subset("breastmnist", f, s, draw)
