@@ -60,13 +60,13 @@ def run_cnns(runs_root, s, archs=None, progress:bool=True) -> dict:
         ad, isz = cnn_dir(ds, a), cnn_input(a, s)
         for regime, syn in (('real', None), ('synthetic', cell/'synthetic.npz')):
             o = ad/f'classify_{regime}'
-            if not (o/'metrics.json').exists():
+            if not (o/METRICS).exists():
                 classify(d, regime, out=o, synthetic=syn, arch=a, settings=s, progress=False, input_size=isz)
         for f in s.cnn_fractions:
             for k in s.cnn_draws:
                 for arms, sub, syn in ((REAL_ARMS, 'real', None), (SYN_ARMS, cell.name, scarce_dir(cell, f, k)/'synthetic.npz')):
                     o = scarce_dir(ad/sub, f, k)
-                    if not (o/'metrics.json').exists():
+                    if not (o/METRICS).exists():
                         run_arms(d, arms, f, k, o, sa, synthetic=syn, progress=False, arch=a, input_size=isz)
         out[(d, a)] = ad
     return out
@@ -81,7 +81,7 @@ def collect_cnns(runs_root) -> pd.DataFrame:
     for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D and (p/'cnns').is_dir()):
         for ad in sorted(p for p in (ds/'cnns').iterdir() if p.is_dir()):
             for regime in ('real', 'synthetic'):
-                m = ad/f'classify_{regime}'/'metrics.json'
+                m = ad/f'classify_{regime}'/METRICS
                 if m.exists():
                     for seed, auc in _aucs(load_json(m)).items():
                         rows.append(dict(dataset=ds.name, arch=ad.name, fraction=1.0, draw=-1, arm=regime, ratio=0.0, seed=seed, auc=auc))

@@ -205,7 +205,7 @@ def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None
                run_record=run_record(s, dataset=dataset, fraction=fraction, draw=int(draw), arms=list(arms)))
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out/'predictions.npz') as t: np.savez(t, labels=test.labels, **scores)
-    save_json(res, out/'metrics.json')
+    save_json(res, out/METRICS)
     return res
 
 
@@ -214,10 +214,10 @@ def run_draw(dataset:str, loss:str|None, fraction:float, draw:int, run_dir, real
     """Draw `draw` of `fraction`, whole (kept if done). Real-data cell (`loss` None, `run_dir` its folder): the real arms. Loss cell:
     the draw's generator (its f-subset only), samples, copy audit, quality and synthetic arms (the real arms in `real_dir` if missing)."""
     fd = scarce_dir(run_dir, fraction, draw)
-    if (fd/'metrics.json').exists(): return load_json(fd/'metrics.json')
+    if (fd/METRICS).exists(): return load_json(fd/METRICS)
     if loss is None: return run_arms(dataset, REAL_ARMS, fraction, draw, fd, s, progress=progress)
     rd = scarce_dir(real_dir, fraction, draw)
-    if not (rd/'metrics.json').exists(): run_arms(dataset, REAL_ARMS, fraction, draw, rd, s, progress=progress)
+    if not (rd/METRICS).exists(): run_arms(dataset, REAL_ARMS, fraction, draw, rd, s, progress=progress)
     sub, idx = real_subset(dataset, fraction, s, draw)
     train_generator(dataset, loss, fraction, draw, fd/'model', s, progress=progress)
     if not (fd/'synthetic.npz').exists(): sample_fraction(fd/'model', sub, fd/'synthetic.npz', s, draw, progress=progress)
@@ -235,7 +235,7 @@ def run_draws(dataset:str, loss:str|None, run_dir, real_dir, s, progress:bool=Tr
     if s.scarce_workers < 1: raise MedsynError(f"scarce_workers must be at least 1, got {s.scarce_workers}")
     units = [(f, k) for f in sorted(scarce_fractions(s), reverse=True) for k in subset_draws(s)]
     args = {u: (dataset, loss, *u, run_dir, real_dir, s) for u in units}
-    todo = [u for u in units if not (scarce_dir(run_dir, *u)/'metrics.json').exists()]
+    todo = [u for u in units if not (scarce_dir(run_dir, *u)/METRICS).exists()]
     w = min(s.scarce_workers, len(todo))
     if w <= 1: return {u: run_draw(*args[u], progress=progress) for u in units}
     from medsyn.scarce import _draw_job     # by its module path: what a spawned worker can import (a notebook's copy is not)
@@ -298,7 +298,7 @@ def check_leak(fdir, real_digest:str|None=None) -> dict:
     if not cfg.exists(): raise MedsynError(f"{fdir} has no generator record (model/config.json): cannot check what it saw")
     seen = load_json(cfg).get('real_images')
     if not seen or not seen.get('digest'): raise MedsynError(f"{cfg} does not record which real images the generator saw")
-    rows = load_json(fdir/'metrics.json')['rows'] if (fdir/'metrics.json').exists() else []
+    rows = load_json(fdir/METRICS)['rows'] if (fdir/METRICS).exists() else []
     digests = {r['real_digest'] for r in rows} | ({real_digest} if real_digest else set())
     bad = sorted(d for d in digests if d != seen['digest'])
     if bad:
@@ -341,8 +341,8 @@ def collect_scarce(runs_root) -> dict:
         for cell in loss_run_dirs(ds) + dp_run_dirs(ds):        # private cells: loss 'l2, ε=1' (nbs/12_dp.ipynb)
             loss = cell.name if not cell.parent.name.startswith(DP_PREFIX) else f"{cell.name}, ε={cell.parent.name[len(DP_PREFIX):]}"
             for fdir in scarce_dirs(cell):
-                if not (fdir/'metrics.json').exists(): continue
-                r = load_json(fdir/'metrics.json')
+                if not (fdir/METRICS).exists(): continue
+                r = load_json(fdir/METRICS)
                 seen = check_leak(fdir, real_digest.get((r['fraction'], r['draw'])))
                 rows += [dict(x, loss=loss) for x in r['rows']]
                 a = load_json(fdir/'audit.json') if (fdir/'audit.json').exists() else {}
