@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core import MedsynError, load_json, DATASETS_2D
-from .runs import loss_run_dirs, backbone_run_dirs
+from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC
 from .denoisers import parse_model
 from .diffusion import read_loss_csv
 from .privacy import collect_dp
@@ -46,16 +46,16 @@ def collect(runs_root) -> dict:
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
     T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'privacy', 'privacy_steps', 'files', 'missing')}
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D):
-        real = read_if_exists(ds/'real'/'classify_real'/'metrics.json')
+        real = read_if_exists(ds/'real'/'classify_real'/METRICS)
         if real: T['downstream'] += cells_table(real, ds.name, None, 'real')
         else: T['missing'].append(f"{ds.name}/real")
         for run in loss_run_dirs(ds):                # extra backbones: collect_backbones
             d, l = ds.name, run.name
             if not (run/'DONE.json').exists(): T['missing'].append(f"{d}/{l}")
-            if (run/'model'/'loss.csv').exists():
+            if (run/'model'/LOSS_LOG).exists():
                 df = read_loss_csv(run/'model'); df.insert(0, 'loss_fn', l); df.insert(0, 'dataset', d)
                 T['loss_log'].append(df)
-            m = read_if_exists(run/'metrics.json')
+            m = read_if_exists(run/METRICS)
             if m:
                 for size, r in m['fid'].items():
                     T['fid'].append(dict(dataset=d, loss=l, features=int(size), fid=r['value'], ci_low=r['ci_low'], ci_high=r['ci_high'],
@@ -68,17 +68,17 @@ def collect(runs_root) -> dict:
                     a = m['memorisation'][sp]
                     T['memo'].append(dict(dataset=d, loss=l, space=sp, nearcopy_share=a['nearcopy_share'], test_nearcopy_share=a['test_nearcopy_share'],
                                           min_ratio=a['min_ratio'], median_ratio=a['median_ratio'], threshold=m['memorisation']['threshold']))
-                audit = run/'metrics_audit.npz'
+                audit = run/AUDIT_ARRAYS
                 if audit.exists():
                     with np.load(audit) as z:
                         for sp in ('pixel', 'inception'):
                             T['memo_images'].append(pd.DataFrame(dict(dataset=d, loss=l, space=sp, ratio=z[f'{sp}_ratio'])))
             for reg in ('synthetic', 'mixed'):   # the scarce-data experiment has its own tables (medsyn.scarce)
-                cm = read_if_exists(run/f'classify_{reg}'/'metrics.json')
+                cm = read_if_exists(run/f'classify_{reg}'/METRICS)
                 if cm: T['downstream'] += cells_table(cm, d, l, reg)
             f = read_if_exists(run/'fidelity.json')
             if f: T['fidelity'].append(dict(dataset=d, loss=l, f1_macro=f['f1_macro'], auc=f['auc'], acc=f.get('acc')))
-            pv = read_if_exists(run/'privacy.json')
+            pv = read_if_exists(run/PRIVACY)
             for r in (pv or {}).get('full', {}).get('over_steps', []): T['privacy_steps'].append(dict(dataset=d, loss=l, **r))
             for g, au in (pv or {}).items():
                 for atk, r in au['attacks'].items():
@@ -89,7 +89,7 @@ def collect(runs_root) -> dict:
             lm = read_if_exists(run/'lime'/'explain.json')
             if lm: T['lime'].append(dict(dataset=d, loss=l, lime_iou=lm['mean_iou'], lime_random_iou=lm['baseline']['random_iou'], lime_images=lm['n']))
             T['files'].append(dict(dataset=d, loss=l, grid=run/'grid.png', closest=run/'metrics_closest.png', lime=sorted((run/'lime').glob('*.png')) if (run/'lime').exists() else [],
-                                   synthetic=run/'synthetic.npz'))
+                                   synthetic=run/SYNTHETIC))
     sc = collect_scarce(runs_root)     # runs the leak checks on every subset generator and across draws
     T['dp'], T['dp_audits'] = collect_dp(runs_root)
     out = dict(scarce_rows=sc['rows'], scarce_generators=sc['generators'], backbones=collect_backbones(runs_root))
@@ -103,18 +103,18 @@ def collect(runs_root) -> dict:
 def backbone_row(run, dataset:str, loss:str) -> dict|None:
     "One row of the backbone comparison from the files of a finished run folder (None when it has no metrics)."
     run = Path(run)
-    m, cfg = read_if_exists(run/'metrics.json'), read_if_exists(run/'model'/'config.json')
+    m, cfg = read_if_exists(run/METRICS), read_if_exists(run/'model'/'config.json')
     if not m or not cfg: return None
     b, size = parse_model(cfg['model'])
     r = dict(dataset=dataset, loss=loss, backbone=f'{b}-{size}', params=cfg['n_params'], n=m['fid']['64']['n_real'] if '64' in m['fid'] else None)
     for f, x in m['fid'].items():
         r.update({f'fid{f}': x['value'], f'fid{f}_low': x['ci_low'], f'fid{f}_high': x['ci_high'], f'floor{f}': x['floor']['value']})
     r.update(kid=m['kid']['mean'], kid_floor=m['kid']['floor_mean'], **{k: m['prdc'][k] for k in ('precision', 'recall', 'density', 'coverage')})
-    c = read_if_exists(run/'classify_synthetic'/'metrics.json')
+    c = read_if_exists(run/'classify_synthetic'/METRICS)
     if c: r.update(tstr_acc=c['cells'][0]['mean']['acc'], tstr_auc=c['cells'][0]['mean']['auc'], tstr_seeds=len(c['cells'][0]['per_seed']))
     f = read_if_exists(run/'fidelity.json')
     if f: r.update(fidelity_f1=f['f1_macro'], fidelity_auc=f['auc'])
-    if (run/'model'/'loss.csv').exists():
+    if (run/'model'/LOSS_LOG).exists():
         ips = read_loss_csv(run/'model')['images_per_s'].iloc[1:]     # the first window includes start-up
         r.update(train_img_s=float(ips.median()) if len(ips) else np.nan, device=cfg.get('device'))
     side = read_if_exists(run/'synthetic.json')
