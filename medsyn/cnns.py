@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .core import MedsynError, load_settings, load_json, split_overrides, DATASETS_2D
 from .stats import mean_ci, fmt_ci, fmt_pm
-from .runs import scarce_dir, METRICS, scarce_dirs, check_runs_format
+from .runs import scarce_dir, METRICS, scarce_dirs, check_runs_format, SYNTHETIC
 from .classify import classify, DEFAULT_INPUT_SIZE, check_arch
 from .scarce import run_arms, REAL_ARMS, SYN_ARMS, ARMS
 from .tables import ARCH_NAMES, write_table
@@ -48,23 +48,23 @@ def run_cnns(runs_root, s, archs=None, progress:bool=True) -> dict:
     jobs, out = [], {}
     for d in s.cnn_datasets:
         ds = Path(runs_root)/d; cell = _loss_cell(ds, s)
-        if not (cell/'synthetic.npz').exists():
+        if not (cell/SYNTHETIC).exists():
             raise MedsynError(f"{cell} has no synthetic.npz: run `medsyn study --preset {s.preset}` (with {d}) before `medsyn cnns`")
         for f in s.cnn_fractions:
             for k in s.cnn_draws:
-                if not (scarce_dir(cell, f, k)/'synthetic.npz').exists():
+                if not (scarce_dir(cell, f, k)/SYNTHETIC).exists():
                     raise MedsynError(f"{scarce_dir(cell, f, k)} has no synthetic set: the study ran no draw {k} at fraction {f:g} "
                                       "(see its fractions and scarce_subset_seeds)")
         for a in archs: jobs += [(d, ds, cell, a)]
     for d, ds, cell, a in tqdm(jobs, desc='medsyn cnns', disable=not progress):
         ad, isz = cnn_dir(ds, a), cnn_input(a, s)
-        for regime, syn in (('real', None), ('synthetic', cell/'synthetic.npz')):
+        for regime, syn in (('real', None), ('synthetic', cell/SYNTHETIC)):
             o = ad/f'classify_{regime}'
             if not (o/METRICS).exists():
                 classify(d, regime, out=o, synthetic=syn, arch=a, settings=s, progress=False, input_size=isz)
         for f in s.cnn_fractions:
             for k in s.cnn_draws:
-                for arms, sub, syn in ((REAL_ARMS, 'real', None), (SYN_ARMS, cell.name, scarce_dir(cell, f, k)/'synthetic.npz')):
+                for arms, sub, syn in ((REAL_ARMS, 'real', None), (SYN_ARMS, cell.name, scarce_dir(cell, f, k)/SYNTHETIC)):
                     o = scarce_dir(ad/sub, f, k)
                     if not (o/METRICS).exists():
                         run_arms(d, arms, f, k, o, sa, synthetic=syn, progress=False, arch=a, input_size=isz)

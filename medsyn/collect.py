@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core import MedsynError, load_json, DATASETS_2D
-from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC
+from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE
 from .denoisers import parse_model
 from .diffusion import read_loss_csv
 from .privacy import collect_dp
@@ -51,7 +51,7 @@ def collect(runs_root) -> dict:
         else: T['missing'].append(f"{ds.name}/real")
         for run in loss_run_dirs(ds):                # extra backbones: collect_backbones
             d, l = ds.name, run.name
-            if not (run/'DONE.json').exists(): T['missing'].append(f"{d}/{l}")
+            if not (run/DONE).exists(): T['missing'].append(f"{d}/{l}")
             if (run/'model'/LOSS_LOG).exists():
                 df = read_loss_csv(run/'model'); df.insert(0, 'loss_fn', l); df.insert(0, 'dataset', d)
                 T['loss_log'].append(df)

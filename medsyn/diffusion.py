@@ -17,6 +17,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from diffusers import DDPMScheduler
 from .core import MedsynError, LOSSES, save_json, fault_point
+from .runs import LOSS_LOG
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MARKER', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'checkpoints', 'resolve_checkpoint',
@@ -105,7 +106,7 @@ def clear_unfinished(run) -> bool:
     "If run folder `run` has no complete checkpoint, remove what a killed run left (config, loss log, half-written checkpoints); True if anything was removed."
     run = Path(run)
     if not run.is_dir() or checkpoints(run): return False
-    left = [run/'config.json', run/'loss.csv', *(run/'checkpoints').glob('.step-*')] if (run/'checkpoints').is_dir() else [run/'config.json', run/'loss.csv']
+    left = [run/'config.json', run/LOSS_LOG, *(run/'checkpoints').glob('.step-*')] if (run/'checkpoints').is_dir() else [run/'config.json', run/LOSS_LOG]
     left = [p for p in left if p.exists()]
     for p in left: shutil.rmtree(p) if p.is_dir() else p.unlink()
     if left: print(f"medsyn: {run} held a run stopped before its first checkpoint: starting it afresh", file=sys.stderr)
@@ -126,7 +127,7 @@ def _loss_row(fields, n) -> bool:
 def read_loss_csv(run) -> 'pd.DataFrame':
     """The loss log of run folder `run` as a DataFrame. A last row cut short (the run was killed while writing it) is left out
     with a warning; any other damage is refused: a damaged log is never plotted or averaged."""
-    p = Path(run)/'loss.csv'
+    p = Path(run)/LOSS_LOG
     if not p.exists(): raise MedsynError(f"{p} not found: `run` must be a training run folder (config.json, loss.csv, checkpoints/)")
     text = p.read_text()
     lines = text.splitlines()

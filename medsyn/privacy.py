@@ -19,7 +19,7 @@ from sklearn.metrics import roc_curve, roc_auc_score
 from tqdm.auto import tqdm
 from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D
 from .stats import fmt_pm
-from .runs import dp_run_dirs, scarce_dirs
+from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY
 from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
 from .diffusion import checkpoints
@@ -286,8 +286,8 @@ def generator_card(model_dir, metrics=None, classify_dir=None, privacy=None, qua
         q = load_json(quality)
         card['quality'] = dict(fid2048=dict(value=q['fid2048'], floor=q['fid2048_floor'], n=q['n']), kid=q['kid'], kid_std=q['kid_std'],
                                kid_floor=q['kid_floor'], n_eval=q['n'])
-    if classify_dir is not None and (Path(classify_dir)/'metrics.json').exists():
-        c = load_json(Path(classify_dir)/'metrics.json')
+    if classify_dir is not None and (Path(classify_dir)/METRICS).exists():
+        c = load_json(Path(classify_dir)/METRICS)
         aucs = [v['auc'] for v in c['cells'][0]['per_seed'].values()]
         card['tstr'] = dict(arch=c['arch'], seeds=len(aucs), auc=float(np.mean(aucs)), auc_sd=float(np.std(aucs, ddof=1)) if len(aucs) > 1 else None)
     if privacy is not None:
@@ -320,7 +320,7 @@ def write_card(model_dir, **sources) -> dict:
     "Write `generator_card(model_dir, **sources)` beside the model as card.json and card.md; return it."
     card = generator_card(model_dir, **sources)
     card['summary'] = card_line(card)           # what `medsyn sample` prints
-    save_json(card, Path(model_dir)/'card.json')
+    save_json(card, Path(model_dir)/CARD)
     rows = [f"# Generator card: {card['dataset']}", '', card['summary'], '', '```json', json.dumps(card, indent=1, default=str), '```', '']
     with atomic_path(Path(model_dir)/'card.md') as t: Path(t).write_text('\n'.join(rows))
     return card
@@ -350,17 +350,17 @@ def collect_dp(runs_root) -> tuple:
     for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D):
         private = dp_run_dirs(ds)
         if not private: continue
-        real = ds/'real'/'classify_real'/'metrics.json'
+        real = ds/'real'/'classify_real'/METRICS
         real_auc = float(np.mean([v['auc'] for v in load_json(real)['cells'][0]['per_seed'].values()])) if real.exists() else None
         for cell in list(dict.fromkeys([ds/p.name for p in private if (ds/p.name).is_dir()])) + private:   # ε = ∞ first
             subs = scarce_dirs(cell)
-            for gen, card_f in [('full', cell/'model'/'card.json')] + [(f"{f.parent.name}/{f.name}", f/'model'/'card.json') for f in subs]:
+            for gen, card_f in [('full', cell/'model'/CARD)] + [(f"{f.parent.name}/{f.name}", f/'model'/CARD) for f in subs]:
                 if not card_f.exists(): continue
                 rows.append(_card_row(load_json(card_f), ds.name, cell.name, gen, real_auc if gen == 'full' else None))
-            if (cell/'privacy.json').exists() and (cell/'model'/'card.json').exists():
-                c = load_json(cell/'model'/'card.json')
+            if (cell/PRIVACY).exists() and (cell/'model'/CARD).exists():
+                c = load_json(cell/'model'/CARD)
                 label = f"ε = {c['dp']['epsilon']:.2g}" if c['private'] else 'not private'
-                audits[(ds.name, label)] = load_json(cell/'privacy.json')['full']
+                audits[(ds.name, label)] = load_json(cell/PRIVACY)['full']
     cols = ['dataset', 'loss', 'generator', 'epsilon']
     return (pd.DataFrame(rows).sort_values(cols, ignore_index=True) if rows else pd.DataFrame(columns=cols)), audits
 

@@ -23,6 +23,7 @@ from .core import (MedsynError, load_settings, split_overrides, get_device, run_
 from .data import load_medmnist, medmnist_info, to_uint8, image_grid, save_figure, class_rows, sidecar_path, write_synthetic
 from .denoisers import load_denoiser, n_class_embeds
 from .diffusion import MARKER, resolve_checkpoint
+from .runs import CARD
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'load_model', 'make_sampler', 'generate', 'sample', 'sample_cli']
@@ -184,6 +185,6 @@ def sample_cli(argv:list|None=None):
     side = load_json(sidecar_path(out))
     print(f"wrote {out} ({side['n_images']} images, {side['images_per_s']:.1f} img/s) and {sidecar_path(out)}"
           + (f" and {a.grid}" if a.grid else ''))
-    card = resolve_checkpoint(a.model_dir).parent.parent/'card.json'      # beside the run: what is known of this generator
+    card = resolve_checkpoint(a.model_dir).parent.parent/CARD      # beside the run: what is known of this generator
     print(f"card: {load_json(card)['summary']}" if card.exists() else
           "card: none (quality and privacy not measured; `medsyn study` writes card.md beside each generator it audits)")

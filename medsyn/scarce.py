@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from scipy import stats
 from .core import MedsynError, load_settings, load_json, save_json, run_record, atomic_path, DATASETS_2D
 from .stats import fmt_ci, mean_ci
-from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs
+from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs, AUDIT, QUALITY, SYNTHETIC
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,
                          write_synthetic, load_synthetic)
 from .diffusion import resolve_checkpoint
@@ -220,10 +220,10 @@ def run_draw(dataset:str, loss:str|None, fraction:float, draw:int, run_dir, real
     if not (rd/METRICS).exists(): run_arms(dataset, REAL_ARMS, fraction, draw, rd, s, progress=progress)
     sub, idx = real_subset(dataset, fraction, s, draw)
     train_generator(dataset, loss, fraction, draw, fd/'model', s, progress=progress)
-    if not (fd/'synthetic.npz').exists(): sample_fraction(fd/'model', sub, fd/'synthetic.npz', s, draw, progress=progress)
-    save_json(copy_audit(fd/'synthetic.npz', sub, s), fd/'audit.json')
-    save_json(generator_quality(fd/'synthetic.npz', idx, dataset, s, seed=draw, progress=progress), fd/'quality.json')
-    return run_arms(dataset, SYN_ARMS, fraction, draw, fd, s, synthetic=fd/'synthetic.npz', progress=progress)
+    if not (fd/SYNTHETIC).exists(): sample_fraction(fd/'model', sub, fd/SYNTHETIC, s, draw, progress=progress)
+    save_json(copy_audit(fd/SYNTHETIC, sub, s), fd/AUDIT)
+    save_json(generator_quality(fd/SYNTHETIC, idx, dataset, s, seed=draw, progress=progress), fd/QUALITY)
+    return run_arms(dataset, SYN_ARMS, fraction, draw, fd, s, synthetic=fd/SYNTHETIC, progress=progress)
 
 def _draw_job(threads:int, args:tuple) -> dict:
     "A worker's unit for `run_draws`: its share of the CPU threads, no progress bars of its own."
@@ -345,8 +345,8 @@ def collect_scarce(runs_root) -> dict:
                 r = load_json(fdir/METRICS)
                 seen = check_leak(fdir, real_digest.get((r['fraction'], r['draw'])))
                 rows += [dict(x, loss=loss) for x in r['rows']]
-                a = load_json(fdir/'audit.json') if (fdir/'audit.json').exists() else {}
-                q = load_json(fdir/'quality.json') if (fdir/'quality.json').exists() else {}
+                a = load_json(fdir/AUDIT) if (fdir/AUDIT).exists() else {}
+                q = load_json(fdir/QUALITY) if (fdir/QUALITY).exists() else {}
                 cfg = load_json(fdir/'model'/'config.json')
                 gens.append(dict(dataset=ds.name, loss=loss, fraction=r['fraction'], draw=r['draw'], n_real=seen['n'],
                                  digest=seen['digest'], steps=cfg['settings']['train_steps'], batch_size=cfg['settings']['batch_size'],

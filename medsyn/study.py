@@ -15,7 +15,7 @@ from pathlib import Path
 import papermill as pm
 from traitlets.config import Config
 from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, atomic_path
-from .runs import dp_cell_name, scarce_dir, check_runs_format
+from .runs import dp_cell_name, scarce_dir, check_runs_format, DONE, METRICS, PRIVACY, QUALITY, SYNTHETIC
 from .data import check_conditioning, medmnist_info
 from .denoisers import parse_model
 from .diffusion import checkpoints, resolve_checkpoint
@@ -65,7 +65,7 @@ class Cell:
         if self.dp_epsilon is not None: return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)
         return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)   # privacy audits the scarce generators too
     @property
-    def done_marker(self): return self.run_dir/'DONE.json'
+    def done_marker(self): return self.run_dir/DONE
     def stage_marker(self, stage): return self.run_dir/f'.{stage}.done'
     def is_done(self): return self.done_marker.exists()
 
@@ -335,9 +335,9 @@ class StageContext:
     @property
     def model_dir(self): return self.run_dir/'model'
     @property
-    def synthetic(self): return self.run_dir/'synthetic.npz'
+    def synthetic(self): return self.run_dir/SYNTHETIC
     @property
-    def metrics(self): return self.run_dir/'metrics.json'
+    def metrics(self): return self.run_dir/METRICS
     @property
     def real_model(self): return self.real_dir/'classify_real'
 
@@ -401,9 +401,9 @@ def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
         for f in scarce_fractions(s):
             for k in subset_draws(s):
                 fd = scarce_dir(ctx.run_dir, f, k)
-                out[f'frac-{f:g}/draw-{k}'] = dict(audit_membership(fd/'model', fd/'synthetic.npz', n, s, seed=s.seed, progress=progress), draw=k)
-                write_card(fd/'model', quality=fd/'quality.json', privacy=out[f'frac-{f:g}/draw-{k}'])
-    save_json(out, ctx.run_dir/'privacy.json')
+                out[f'frac-{f:g}/draw-{k}'] = dict(audit_membership(fd/'model', fd/SYNTHETIC, n, s, seed=s.seed, progress=progress), draw=k)
+                write_card(fd/'model', quality=fd/QUALITY, privacy=out[f'frac-{f:g}/draw-{k}'])
+    save_json(out, ctx.run_dir/PRIVACY)
     return out
 
 STAGE_FUNCS = dict(real=stage_real, train=stage_train, sample=stage_sample, evaluate=stage_evaluate, classify=stage_classify,
@@ -411,17 +411,17 @@ STAGE_FUNCS = dict(real=stage_real, train=stage_train, sample=stage_sample, eval
 
 def _have(ctx, stage) -> bool:
     "Does `stage`'s output already exist?"
-    if stage == 'real': return (ctx.real_model/'metrics.json').exists()
+    if stage == 'real': return (ctx.real_model/METRICS).exists()
     if stage == 'train':
         try: resolve_checkpoint(ctx.model_dir); return True
         except Exception: return False
     if stage == 'sample': return ctx.synthetic.exists()
     if stage == 'evaluate': return ctx.metrics.exists()
-    if stage == 'privacy': return (ctx.run_dir/'privacy.json').exists()
+    if stage == 'privacy': return (ctx.run_dir/PRIVACY).exists()
     if stage == 'scarce':           # done, or not run for this data set
         s = ctx.settings
         if not runs_scarce(s, ctx.dataset, ctx.loss): return True
-        return all((scarce_dir(ctx.run_dir, f, k)/'metrics.json').exists() for f in scarce_fractions(s) for k in subset_draws(s))
+        return all((scarce_dir(ctx.run_dir, f, k)/METRICS).exists() for f in scarce_fractions(s) for k in subset_draws(s))
     return (ctx.run_dir/'fidelity.json').exists()
 
 def ensure(ctx:StageContext, stage:str) -> list:

@@ -30,6 +30,7 @@ from .denoisers import make_denoiser, load_denoiser, n_params, parse_model
 from .dp import dp_enabled, check_dp, make_private, poisson_indices, average_multiplicity, epsilon_spent
 from .diffusion import (MARKER, _fmt, _write_checkpoint, checkpoints, clear_unfinished, diffusion_loss, loss_columns,
                               make_scheduler, read_loss_csv, resolve_checkpoint, snr_weights)
+from .runs import LOSS_LOG
 
 # %% auto #0
 __all__ = ['RESUMABLE', 'Batches', 'lr_schedule', 'train_settings', 'load_training_state', 'TrainRun', 'build_run', 'restore',
@@ -101,7 +102,7 @@ def train_settings(dataset:str, loss, out:Path, preset:str='smoke', resume:bool=
         if not checkpoints(out): raise MedsynError(f"nothing to resume in {out}: it has no checkpoints/step-*/ folder")
         s = _resume_settings(out, dataset, loss, preset, overrides)
     else:
-        if checkpoints(out) or (out/'loss.csv').exists():
+        if checkpoints(out) or (out/LOSS_LOG).exists():
             raise MedsynError(f"{out} already holds a training run: pass resume=True (--resume) to continue it, or choose another folder")
         s = settings if settings is not None else load_settings(preset, **overrides)
         if settings is not None and overrides: s = s.replace(**overrides)
@@ -240,10 +241,10 @@ def start_log(run:TrainRun, step:int, resume:bool=False):
                          **({'dp': run.dprec} if run.dp else {}), **({'started_from': run.started} if run.started else {}))
     save_json(rec, out/'config.json')
     rows = []
-    if resume and (out/'loss.csv').exists():
-        with open(out/'loss.csv') as f: rows = [r for r in csv.reader(f)][1:]
+    if resume and (out/LOSS_LOG).exists():
+        with open(out/LOSS_LOG) as f: rows = [r for r in csv.reader(f)][1:]
         rows = [r for r in rows if int(r[0]) <= step]
-    with atomic_path(out/'loss.csv') as tmp:
+    with atomic_path(out/LOSS_LOG) as tmp:
         with open(tmp, 'w', newline='') as f:
             w = csv.writer(f); w.writerow(loss_columns(s.loss_buckets)); w.writerows(rows)
 
@@ -299,7 +300,7 @@ class LossLog:
         bm, bc = (self.bsum / self.bcnt.clamp(min=1)).tolist(), self.bcnt.tolist()
         loss, lr = sum(vals) / len(vals), self.run.sched.get_last_lr()[0]
         if self.run.main:
-            with open(self.run.out/'loss.csv', 'a', newline='') as f:
+            with open(self.run.out/LOSS_LOG, 'a', newline='') as f:
                 csv.writer(f).writerow([step, _fmt(loss), _fmt(lr), *[_fmt(m if c > 0 else None) for m, c in zip(bm, bc)], f'{ips:.2f}'])
         self.bsum.zero_(); self.bcnt.zero_(); self.n, self.start, self.t0 = 0, step, time.perf_counter()
         return dict(loss=f'{loss:.4f}', img_s=f'{ips:.0f}')
@@ -491,5 +492,5 @@ def train_cli(argv:list|None=None):
     loss = over.pop('loss', a.loss)
     out = train(a.dataset, loss, a.out, a.preset, a.resume, progress=not a.no_progress, **over)
     ck = resolve_checkpoint(out)
-    print(f"trained {a.dataset}: {out/'loss.csv'}, checkpoint {ck}")
+    print(f"trained {a.dataset}: {out/LOSS_LOG}, checkpoint {ck}")
 

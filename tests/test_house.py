@@ -50,3 +50,14 @@ def test_rooms_a_reader_can_hold(p):
     long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(src))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
     assert not long, long
+
+
+def test_shared_file_names_are_spelled_once():
+    "A file one stage writes and another reads is named in medsyn.runs only: every other module takes its constant."
+    runs = ast.parse((LIB / "runs.py").read_text())
+    names = {n.value.value for n in runs.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+             and isinstance(n.value.value, str) and "." in n.value.value}
+    assert {"metrics.json", "synthetic.npz", "loss.csv", "privacy.json", "DONE.json", "card.json"} <= names
+    bad = [f"{p.name}:{n.lineno} {n.value!r}" for p in MODULES if p.name != "runs.py"
+           for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Constant) and n.value in names]
+    assert not bad, "spell these through medsyn.runs' constants: " + ", ".join(bad)
