@@ -66,6 +66,7 @@ SCHEMA = {
     'seed': Key('int', 'seed of a single run'),
     'seeds': Key('list[int]', 'seeds repeated by the study and the classifiers'),
     'device': Key('str', 'auto, cpu, cuda or cuda:N'),
+    'jobs': Key('int', 'study: cells run at once, each notebook kernel with its share of the CPU threads (medsyn study --jobs overrides it)', range=(1, None)),
     # diffusion model
     'model': Key('str', "denoiser <backbone>-<size>: unet, swin or dit; tiny, small or base (a bare size is a UNet)", MODELS + MODEL_SIZES),
     'backbones': Key('list[str]', "extra denoisers compared in the study grid beside `model` (none: no others)", MODELS + MODEL_SIZES + ('none',)),

@@ -213,7 +213,7 @@ class _Progress:
         parts += [f"{sum(1 for k in left_kinds if k == u)} {u} cell(s) not yet timed" for u in untimed]
         return ', ' + ' + '.join(parts)
 
-def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:int=1, force:bool=False,
+def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:int|None=None, force:bool=False,
               runs_dir='runs', figures_dir='figures', tables_dir='tables', overrides:dict|None=None,
               report:bool=True, out=None, time_limit:float|None=None, bundle=None, executor:str='inprocess') -> dict:
     "What `run_study` runs holding the runs-folder lock (its arguments checked): the grid's cells, the report, the bundle."
@@ -223,6 +223,8 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
     if losses is not None: overrides['losses'] = losses
     s = load_settings(preset, **overrides)
     cells = plan(preset, runs_dir=runs_dir, settings=s)
+    jobs = s.jobs if jobs is None else jobs                # the preset's `jobs` unless the caller names one
+    if jobs < 1: raise MedsynError(f"jobs must be at least 1, got {jobs}")
     if jobs > 1 and 'OMP_NUM_THREADS' not in os.environ:   # share the cores between the kernels
         os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // jobs))
     prog = _Progress(cells, jobs, out)
@@ -443,7 +445,7 @@ def study_cli(argv:list|None=None):
         "Finished cells are skipped (use --force to redo them). Any setting may be given as --key value, e.g. "
         "--datasets breastmnist,retinamnist --losses l2,huber --seeds 0,1,2."))
     p.add_argument('--preset', default='quick', help='settings.ini preset: smoke, quick, cpu, paper')
-    p.add_argument('--jobs', type=int, default=1, help='cells run in parallel (default 1 on CPU)')
+    p.add_argument('--jobs', type=int, help="cells run in parallel (default: the preset's `jobs`; quick: 2)")
     p.add_argument('--force', action='store_true', help='redo finished cells')
     p.add_argument('--runs-dir', default='runs', help='where runs are written')
     p.add_argument('--figures-dir', default='figures'); p.add_argument('--tables-dir', default='tables')
@@ -456,7 +458,7 @@ def study_cli(argv:list|None=None):
                    help='inprocess: cells in this process (--jobs threads); local/slurm: one submitit job per cell (slurm_* settings)')
     p.add_argument('--wait-lock', action='store_true', help='wait for another study that holds --runs-dir, instead of refusing')
     a = p.parse_args(argv)
-    if a.jobs < 1: raise MedsynError(f"--jobs must be at least 1, got {a.jobs}")
+    if a.jobs is not None and a.jobs < 1: raise MedsynError(f"--jobs must be at least 1, got {a.jobs}")
     if a.plan:
         s = load_settings(a.preset, **over)
         for c in plan(a.preset, runs_dir=a.runs_dir, settings=s):
