@@ -27,14 +27,14 @@ def main():
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--out', default='benchmarks/results/bf16_quality.json')
     a = p.parse_args()
-    from medsyn import diffusion as D
+    from medsyn import diffusion as D, sampling as S
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist
     from medsyn.features import image_features
     from medsyn.data import draw_indices
     from medsyn.classify import train_classifier, predict, classification_metrics
     s = load_settings('cpu')
-    unet, sch, meta = D.load_model(D.resolve_checkpoint(a.checkpoint), ema=True, device='cpu')
+    unet, sch, meta = S.load_model(D.resolve_checkpoint(a.checkpoint), ema=True, device='cpu')
     te = load_medmnist(meta['flag'], 'test'); tr = load_medmnist(meta['flag'], 'train')
     i_te = draw_indices(te.labels, min(a.n, len(te)), 0)
     counts = {int(c): int((te.labels[i_te] == c).sum()) for c in np.unique(te.labels[i_te])}
@@ -44,7 +44,7 @@ def main():
     imgs = {}
     for mp in ('no', 'bf16'):
         t0 = time.perf_counter()
-        imgs[mp] = D.generate(unet, sch, te.labels[i_te], s.sampler, s.sample_steps, seed=0, batch_size=250, null_class=meta['null_class'],
+        imgs[mp] = S.generate(unet, sch, te.labels[i_te], s.sampler, s.sample_steps, seed=0, batch_size=250, null_class=meta['null_class'],
                               progress=False, mixed_precision=mp)
         dt = time.perf_counter() - t0
         q = quality(f_te, image_features(imgs[mp], s, cache=False, progress=False), f_tr, 20, 0)

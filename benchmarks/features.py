@@ -17,7 +17,8 @@ import torch
 
 from medsyn.core import load_settings
 from medsyn.data import load_medmnist
-from medsyn import metrics as M
+from medsyn import features as M
+from medsyn.core import get_device
 
 
 def timed(fn, repeat=1):
@@ -37,7 +38,7 @@ def main():
     imgs = load_medmnist('breastmnist', 'test').images[:a.n]
     cache = tempfile.mkdtemp()
     s = load_settings('smoke', cache_dir=cache)
-    dev = M.get_device(s.device)
+    dev = get_device(s.device)
     M.image_features(imgs[:4], s, cache=False, progress=False)            # warm-up: weights, network, threads
     rows = []
     net = M.inception(s)                                                  # the session's network (channels_last)

@@ -39,15 +39,15 @@ SAMPLERS = [('ddim', 20), ('ddim', 50), ('dpmsolver', 10), ('dpmsolver', 20), ('
 
 
 def sample(r, labels, sampler, steps, guidance, seed):
-    from medsyn import diffusion as D
+    from medsyn import sampling as S
     t0 = time.perf_counter()
-    imgs = D.generate(r['unet'], r['scheduler'], labels, sampler, steps, guidance=guidance, seed=seed, batch_size=250,
+    imgs = S.generate(r['unet'], r['scheduler'], labels, sampler, steps, guidance=guidance, seed=seed, batch_size=250,
                       null_class=r['null_class'], progress=False, mixed_precision='bf16')
     return imgs, time.perf_counter() - t0
 
 
 def run(a):
-    from medsyn import diffusion as D
+    from medsyn import diffusion as D, sampling as S
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist, MedMNISTSplit, image_grid, class_rows, save_figure
     from medsyn.features import image_features
@@ -65,7 +65,7 @@ def run(a):
     for ds in a.datasets:
         te, tr, va = (load_medmnist(ds, sp) for sp in ('test', 'train', 'val'))
         if a.reuse and (out/ds/'checkpoints').exists():                 # the generator of an earlier run of this script
-            unet, sch, meta = D.load_model(D.resolve_checkpoint(out/ds), ema=True)
+            unet, sch, meta = S.load_model(D.resolve_checkpoint(out/ds), ema=True)
             r = dict(unet=unet, scheduler=sch, null_class=meta['null_class'], steps=meta['step'], seconds=float('nan'), plans=[])
         else:
             print(f"\n== {ds}: {name} for {a.minutes:g} min", flush=True)

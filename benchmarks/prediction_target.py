@@ -40,7 +40,7 @@ def main():
     p.add_argument('--out', default='benchmarks/out/prediction_target')
     a = p.parse_args()
     import torch
-    from medsyn import diffusion as D
+    from medsyn import sampling as S, training as T
     from medsyn.data import load_medmnist, stratified_indices
     from medsyn.features import image_features
     from medsyn.metrics import fid_from_features
@@ -54,10 +54,10 @@ def main():
         run = out/pred
         shutil.rmtree(run, ignore_errors=True)
         t = time.perf_counter()
-        D.train(a.dataset, 'l2', run, preset='quick', progress=False, seed=a.seed, prediction=pred,
+        T.train(a.dataset, 'l2', run, preset='quick', progress=False, seed=a.seed, prediction=pred,
                 train_steps=a.train_steps, checkpoint_every=a.train_steps)
         secs = time.perf_counter() - t
-        f = D.sample(run, a.per_class, out/f'{pred}.npz', 'ddim', a.steps, seed=a.seed, progress=False,
+        f = S.sample(run, a.per_class, out/f'{pred}.npz', 'ddim', a.steps, seed=a.seed, progress=False,
                      grid=out/f'{pred}.png')
         with np.load(f) as z: u = z['train_images']
         ff = image_features(u, progress=False, cache=False)

@@ -41,7 +41,7 @@ def tstr(train_ds, val, test, s, seeds) -> list:
 
 
 def run(a):
-    from medsyn import diffusion as D
+    from medsyn import sampling as S
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist, MedMNISTSplit, image_grid, class_rows, save_figure
     from medsyn.features import image_features
@@ -74,7 +74,7 @@ def run(a):
             r = train_budget(ds, runf, 60 * m, a.preset, dict(kv), a.seed, a.device)
             labels = np.repeat(np.arange(te.n_classes), a.per_class)
             t1 = time.perf_counter()
-            imgs = D.generate(r['unet'], r['scheduler'], labels, s.sampler, s.sample_steps, seed=a.seed, batch_size=250,
+            imgs = S.generate(r['unet'], r['scheduler'], labels, s.sampler, s.sample_steps, seed=a.seed, batch_size=250,
                               null_class=r['null_class'], progress=False)   # fp32 sampling, as in the study
             sample_s = time.perf_counter() - t1
             syn = MedMNISTSplit(imgs, labels, ds, 'train', imgs.shape[1], te.info)

@@ -35,7 +35,7 @@ def main():
     p.add_argument('--out', default='benchmarks/out/sampling')
     a = p.parse_args()
     import torch
-    from medsyn import diffusion as D
+    from medsyn import diffusion as D, sampling as S, training as T
     from medsyn.core import load_json, load_settings
     from medsyn.data import load_medmnist, stratified_indices
     try:
@@ -50,7 +50,7 @@ def main():
         t0 = time.perf_counter()
         def guard(step, loss):
             if time.perf_counter() - t0 > a.train_seconds: raise KeyboardInterrupt
-        try: D.train(a.dataset, 'l2', out/'run', preset='quick', progress=False, callback=guard, checkpoint_every=10**9, device=a.device)
+        try: T.train(a.dataset, 'l2', out/'run', preset='quick', progress=False, callback=guard, checkpoint_every=10**9, device=a.device)
         except KeyboardInterrupt: pass
         ck = out/'run'
     ck = D.resolve_checkpoint(ck)
@@ -66,7 +66,7 @@ def main():
     rows = []
     for spec in a.samplers.split(','):
         sampler, steps = spec.split(':'); steps = int(steps)
-        f = D.sample(ck, a.per_class, out/f'{sampler}{steps}.npz', sampler, steps, seed=a.seed, batch_size=a.batch_size,
+        f = S.sample(ck, a.per_class, out/f'{sampler}{steps}.npz', sampler, steps, seed=a.seed, batch_size=a.batch_size,
                      device=a.device, progress=False, settings=s)
         side = load_json(f.with_suffix('.json'))
         row = dict(sampler=sampler, steps=steps, n=side['n_images'], seconds=side['seconds'], images_per_s=side['images_per_s'])

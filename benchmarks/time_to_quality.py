@@ -50,7 +50,7 @@ def parse_recipe(text: str) -> tuple[str, dict]:
 def train_budget(dataset: str, out: Path, seconds: float, preset: str, overrides: dict, seed: int = 0, device='auto') -> dict:
     """Train with `overrides` for `seconds` of wall clock, the schedule planned to end at the budget (planned from the
     speed after 20 steps, re-planned halfway through what is left: an interrupt and exact resume)."""
-    from medsyn import diffusion as D
+    from medsyn import diffusion as D, denoisers as N, sampling as S, training as T
     t0 = time.perf_counter()
     common = dict(preset=preset, progress=False, seed=seed, checkpoint_every=10**9, device=device, **overrides)
     planned, check_at, resume, plans, loss = 10**6, 20, False, [], common.pop('loss', 'l2')
@@ -60,7 +60,7 @@ def train_budget(dataset: str, out: Path, seconds: float, preset: str, overrides
             stamps[step] = time.perf_counter()
             if stamps[step] - t0 > seconds or step == check_at: raise KeyboardInterrupt
         try:
-            D.train(dataset, loss, out, resume=resume, callback=cb, train_steps=planned, **common); break
+            T.train(dataset, loss, out, resume=resume, callback=cb, train_steps=planned, **common); break
         except KeyboardInterrupt: pass
         step = max(stamps)
         left = seconds - (time.perf_counter() - t0) - 4          # the final save
@@ -71,10 +71,10 @@ def train_budget(dataset: str, out: Path, seconds: float, preset: str, overrides
         check_at = step + (planned - step) // 2 if planned - step > 40 else None
         plans.append(dict(at_step=step, rate_steps_per_s=round(rate, 3), planned=planned))
     ck = D.resolve_checkpoint(out)
-    unet, sch, meta = D.load_model(ck, ema=True, device=device)
+    unet, sch, meta = S.load_model(ck, ema=True, device=device)
     bs = meta['settings']['batch_size']
     return dict(unet=unet, scheduler=sch, null_class=meta['null_class'], steps=meta['step'], plans=plans,
-                seconds=time.perf_counter() - t0, images_seen=meta['step'] * bs, params=D.n_params(unet))
+                seconds=time.perf_counter() - t0, images_seen=meta['step'] * bs, params=N.n_params(unet))
 
 
 def quality(real_f: dict, syn_f: dict, floor_f: dict, n_boot: int, seed: int = 0) -> dict:
@@ -99,7 +99,7 @@ def quality(real_f: dict, syn_f: dict, floor_f: dict, n_boot: int, seed: int = 0
 
 def search(a):
     import torch
-    from medsyn import diffusion as D
+    from medsyn import sampling as S
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist, image_grid, save_figure, class_rows, MedMNISTSplit
     from medsyn.features import image_features
@@ -124,7 +124,7 @@ def search(a):
             print(f"\n== {ds} / {name} {kv or '(preset as is)'}: training {a.seconds:.0f} s", flush=True)
             r = train_budget(ds, run, a.seconds, a.preset, dict(kv), a.seed, a.device)
             t1 = time.perf_counter()
-            imgs = D.generate(r['unet'], r['scheduler'], R['labels'], s32.sampler, s32.sample_steps, seed=a.seed,
+            imgs = S.generate(r['unet'], r['scheduler'], R['labels'], s32.sampler, s32.sample_steps, seed=a.seed,
                               batch_size=250, null_class=r['null_class'], progress=False)
             sample_s = time.perf_counter() - t1
             np.savez_compressed(run/'samples.npz', train_images=imgs, train_labels=R['labels'].astype(np.uint8).reshape(-1, 1))

@@ -30,7 +30,7 @@ import numpy as np
 def train_medsyn(a, out: Path) -> dict:
     """medsyn's `quick` recipe with its cosine LR decay planned to end at the budget: the number of steps is planned from
     the measured speed after 20 steps and re-planned halfway through what is left (interrupt + exact resume)."""
-    from medsyn import diffusion as D
+    from medsyn import diffusion as D, denoisers as N, sampling as S, training as T
     t0 = time.perf_counter()
     common = dict(preset='quick', progress=False, seed=a.seed, checkpoint_every=10**9, device=a.device)
     planned, check_at, resume, plans = 10**6, 20, False, []
@@ -40,7 +40,7 @@ def train_medsyn(a, out: Path) -> dict:
             stamps[step] = time.perf_counter()
             if stamps[step] - t0 > a.seconds or step == check_at: raise KeyboardInterrupt
         try:
-            D.train(a.dataset, 'l2', out, resume=resume, callback=cb, train_steps=planned, **common); break
+            T.train(a.dataset, 'l2', out, resume=resume, callback=cb, train_steps=planned, **common); break
         except KeyboardInterrupt: pass
         step = max(stamps)
         left = a.seconds - (time.perf_counter() - t0) - 4          # loading and the final save
@@ -51,9 +51,9 @@ def train_medsyn(a, out: Path) -> dict:
         check_at = step + (planned - step) // 2 if planned - step > 40 else None
         plans.append(dict(at_step=step, rate_steps_per_s=rate, planned=planned))
     ck = D.resolve_checkpoint(out)
-    unet, sch, meta = D.load_model(ck, ema=True, device=a.device)
+    unet, sch, meta = S.load_model(ck, ema=True, device=a.device)
     return dict(unet=unet, scheduler=sch, null_class=meta['null_class'], steps=meta['step'], plans=plans,
-                seconds=time.perf_counter() - t0, images_seen=meta['step'] * 64, params=D.n_params(unet))
+                seconds=time.perf_counter() - t0, images_seen=meta['step'] * 64, params=N.n_params(unet))
 
 
 def train_reference(a) -> dict:
@@ -118,7 +118,7 @@ def main():
     p.add_argument('--out', default='benchmarks/out/time_to_quality_reference', help='run folder (medsyn checkpoint, samples, json)')
     a = p.parse_args()
     import torch
-    from medsyn import diffusion as D
+    from medsyn import sampling as S
     from medsyn.data import load_medmnist, stratified_indices
     try:
         from medsyn.features import image_features
@@ -136,7 +136,7 @@ def main():
         print(f"training {name} for {a.seconds:.0f} s ...", flush=True)
         r = fn()
         t1 = time.perf_counter()
-        imgs = D.generate(r['unet'], r['scheduler'], real_labels, 'ddim', a.sample_steps, seed=a.seed, batch_size=100,
+        imgs = S.generate(r['unet'], r['scheduler'], real_labels, 'ddim', a.sample_steps, seed=a.seed, batch_size=100,
                           null_class=r['null_class'], progress=False)
         r['sample_seconds'] = time.perf_counter() - t1
         np.savez_compressed(out/f'{name}_samples.npz', train_images=imgs, train_labels=real_labels.astype(np.uint8).reshape(-1, 1))

@@ -23,17 +23,17 @@ def main():
     p.add_argument('--out', default='benchmarks/results/tstr_vs_samples.json')
     a = p.parse_args()
     from scipy import stats
-    from medsyn import diffusion as D
+    from medsyn import diffusion as D, sampling as S
     from medsyn.core import load_settings, versions
     from medsyn.data import load_medmnist, MedMNISTSplit
     from medsyn.classify import train_classifier, predict, classification_metrics
     s = load_settings('cpu')
-    unet, sch, meta = D.load_model(D.resolve_checkpoint(a.checkpoint), ema=True, device='cpu')
+    unet, sch, meta = S.load_model(D.resolve_checkpoint(a.checkpoint), ema=True, device='cpu')
     va, te = load_medmnist(meta['flag'], 'val'), load_medmnist(meta['flag'], 'test')
     K = max(a.per_class)
     labels = np.tile(np.arange(te.n_classes), K)                 # class-interleaved: the first k*C images hold k of each class
     t0 = time.perf_counter()
-    imgs = D.generate(unet, sch, labels, s.sampler, s.sample_steps, seed=0, batch_size=250, null_class=meta['null_class'],
+    imgs = S.generate(unet, sch, labels, s.sampler, s.sample_steps, seed=0, batch_size=250, null_class=meta['null_class'],
                       mixed_precision='bf16', desc=f'sample {K} per class')
     res = dict(checkpoint=str(a.checkpoint), step=meta['step'], sample_s=round(time.perf_counter() - t0, 1), versions=versions(), rows=[])
     def run(train_ds, what):

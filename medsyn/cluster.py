@@ -9,13 +9,16 @@ from __future__ import annotations
 import json, os, platform, sys, tempfile, threading, time, uuid
 from pathlib import Path
 
+from concurrent.futures import ThreadPoolExecutor
+
 import submitit
 import torch
 from . import __version__
 from .core import MedsynError, save_json, load_json
 
 # %% auto #0
-__all__ = ['pid_alive', 'lock_info', 'LockHeld', 'RunLock', 'sweep_partial', 'executor_parameters', 'run_cells_submitit']
+__all__ = ['READS_BASELINE', 'pid_alive', 'lock_info', 'LockHeld', 'RunLock', 'sweep_partial', 'cell_waits', 'run_cells_threads',
+           'executor_parameters', 'run_cells_submitit']
 
 # %% ../nbs/11_cluster.ipynb #ce256b56
 def _proc_start(pid:int):
@@ -149,6 +152,38 @@ def sweep_partial(*dirs, out=None) -> list:
             elif p.is_file() and _PARTIAL.match(p.name) and '.lock' not in p.name: p.unlink(missing_ok=True); gone.append(p)
     if gone: print(f"medsyn: removed {len(gone)} half-written file(s) left by a killed run, e.g. {gone[0]}", file=out or sys.stderr, flush=True)
     return gone
+
+# %% ../nbs/11_cluster.ipynb #c49e98af
+READS_BASELINE = ('classify', 'scarce', 'privacy')   # stages that read the data set's real cell: its classifier, its real-only arms
+
+def cell_waits(cell, stage:str, cells:list) -> list:
+    """The cells of `cells` whose results `stage` of `cell` (a `medsyn.study.Cell`) reads: the generator a private cell
+    starts from (before `train`), the data set's baseline (before `classify`, `scarce` and `privacy`); none for a baseline."""
+    if cell.loss is None: return []
+    if stage == 'train' and cell.init_from is not None: return [c for c in cells if c.run_dir/'model' == cell.init_from]
+    if stage in READS_BASELINE: return [c for c in cells if c.loss is None and c.dataset == cell.dataset]
+    return []
+
+def run_cells_threads(cells:list, run, jobs:int, on_wait=None) -> list:
+    """`run(cell, wait)` for every cell, `jobs` threads at a time, started in the order of `cells`; `wait(cell, stage)` returns when
+    the cells that stage reads (`cell_waits`) have finished (`on_wait(cell, stage, other)` is told first). A cell may wait only for
+    cells before it: started in order, a thread then waits only for a cell that has started, and no wait can deadlock."""
+    pos = {c.name: i for i, c in enumerate(cells)}
+    for i, c in enumerate(cells):
+        for st in c.stages:
+            if any(pos[d.name] >= i for d in cell_waits(c, st, cells)):
+                raise MedsynError(f"{c.name}: its {st} stage reads a cell that comes after it in the order the grid runs")
+    done = {c.name: threading.Event() for c in cells}
+    def wait(c, stage):
+        for d in cell_waits(c, stage, cells):
+            if not done[d.name].is_set():
+                if on_wait: on_wait(c, stage, d)
+                done[d.name].wait()
+    def one(c):
+        try: return run(c, wait)
+        finally: done[c.name].set()          # a failed cell releases its waiters too (their stages then say what is missing)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex: return list(ex.map(one, cells))
+
 
 # %% ../nbs/11_cluster.ipynb #1850bf6a
 def executor_parameters(settings, executor:str) -> dict:

@@ -7,7 +7,6 @@ Docs: https://medsyn.github.io/medsyn/study.html.md"""
 # %% ../nbs/06_study.ipynb #e675495f
 from __future__ import annotations
 import argparse, json, math, os, shutil, sys, tarfile, tempfile, threading, time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,7 +25,7 @@ from .classify import classify, class_fidelity
 from .explain import explain
 from .privacy import audit_membership, audit_over_steps, write_card
 from .scarce import runs_scarce, run_draws, scarce_fractions, subset_draws
-from .cluster import RunLock, LockHeld, sweep_partial, run_cells_submitit
+from .cluster import RunLock, LockHeld, sweep_partial, run_cells_submitit, run_cells_threads
 
 # %% auto #0
 __all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'dp_public', 'plan',
@@ -136,7 +135,8 @@ def _params(cell:Cell, preset:str, overrides:dict) -> dict:
         p.update(loss=cell.loss, real_dir=str(cell.real_dir.resolve()))
     return p
 
-def _run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
+def _run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None,
+              wait=None) -> dict:
     "Run the stages of `cell` (skipping finished ones unless `force`; none started after `deadline`); return its status."
     overrides = overrides or {}
     if force and cell.run_dir.exists(): shutil.rmtree(cell.run_dir)
@@ -146,6 +146,7 @@ def _run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False,
     t0, times = time.time(), {}
     for stage in cell.stages:
         if cell.stage_marker(stage).exists(): continue
+        if wait: wait(cell, stage)
         if deadline is not None and time.time() >= deadline:
             return _unfinished(cell, stage, "time limit reached before the stage started", t0)
         if on_stage: on_stage(cell, stage)
@@ -176,12 +177,14 @@ def _short_error(e) -> str:
     return f"{ename}: {evalue}" if ename else (lines[-1] if lines else repr(e))
 
 # %% ../nbs/06_study.ipynb #51645fae
-def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None) -> dict:
-    "Run the stages of `cell` under its lock (skipping finished ones unless `force`; none started after `deadline`); return its status."
+def run_cell(cell:Cell, preset:str, overrides:dict|None=None, force:bool=False, on_stage=None, deadline:float|None=None,
+             wait=None) -> dict:
+    """Run the stages of `cell` under its lock (skipping finished ones unless `force`; none started after `deadline`); return its status.
+    `wait(cell, stage)`, if given, returns when what the stage reads from other cells is there (`cell_waits`)."""
     lock = RunLock(cell.run_dir.parent/f'.{cell.run_dir.name}.lock', 'cell')
     try: lock.acquire()
     except LockHeld as e: return dict(cell=cell.name, status='failed', stage='lock', error=str(e), seconds=0.0)
-    try: return _run_cell(cell, preset, overrides, force, on_stage, deadline)
+    try: return _run_cell(cell, preset, overrides, force, on_stage, deadline, wait)
     finally: lock.release()
 
 # %% ../nbs/06_study.ipynb #efae9d93
@@ -217,10 +220,7 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
               runs_dir='runs', figures_dir='figures', tables_dir='tables', overrides:dict|None=None,
               report:bool=True, out=None, time_limit:float|None=None, bundle=None, executor:str='inprocess') -> dict:
     "What `run_study` runs holding the runs-folder lock (its arguments checked): the grid's cells, the report, the bundle."
-    overrides = dict(overrides or {})
-    if seeds is not None: overrides['seeds'] = seeds
-    if datasets is not None: overrides['datasets'] = datasets
-    if losses is not None: overrides['losses'] = losses
+    overrides = {**(overrides or {}), **{k: v for k, v in dict(seeds=seeds, datasets=datasets, losses=losses).items() if v is not None}}
     s = load_settings(preset, **overrides)
     cells = plan(preset, runs_dir=runs_dir, settings=s)
     jobs = s.jobs if jobs is None else jobs                # the preset's `jobs` unless the caller names one
@@ -236,7 +236,6 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
     def finish(c, r):
         with prog.lock: prog.pending.remove(c.name)
         prog.done(r, kind(c), [kind(x) for x in cells if x.name in prog.pending]); return r
-    def one(c): return finish(c, run_cell(c, preset, overrides, force, prog.stage, deadline))
     # baselines, then generators, then the private cells that start from one of those generators (dp_public)
     phases = ([c for c in cells if c.loss is None], [c for c in cells if c.loss is not None and c.init_from is None],
               [c for c in cells if c.init_from is not None])
@@ -248,8 +247,9 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
                 return run_cells_submitit(cs, job, executor, jobs, s, Path(runs_dir)/preset/'.submitit', finish)
             results = [r for ph in phases if ph for r in sub(ph)]     # each phase's jobs finish before the next is submitted
         else:
-            with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-                results = [r for ph in phases for r in ex.map(one, ph)]
+            run = lambda c, wait: finish(c, run_cell(c, preset, overrides, force, prog.stage, deadline, wait))
+            results = run_cells_threads([c for ph in phases for c in ph], run, jobs,
+                                        on_wait=lambda c, st, d: prog.say(f"{c.name}: {st} waits for {d.name}"))
     finally:
         if deadline:
             if old_env is None: os.environ.pop('MEDSYN_DEADLINE', None)
