@@ -2,14 +2,19 @@
 SHELL := /bin/bash
 .PHONY: test nbtest pytest export clean readme check docs nbs trust lab faults lock lock-venv
 
-# the one test command: notebooks' inline tests, then the pytest suite
-test: nbtest pytest
+# the one test command: the notebooks' inline tests and the pytest suite, side by side on the machine's cores. Each process
+# runs its torch work on one thread (three processes on two cores: nbdev-test and two pytest-xdist workers), so nothing is
+# oversubscribed; --output-sync keeps each suite's output together. One after the other, on one thread each, they took
+# 29 min + more than an hour on a slow 2-core CPU (2026-12-05), past CI's 90 min.
+TEST_WORKERS ?= 2
+test:
+	OMP_NUM_THREADS=1 $(MAKE) -j2 --output-sync=target nbtest pytest
 
 nbtest:
 	nbdev-test --n-workers 1
 
 pytest:
-	python -m pytest -q tests
+	python -m pytest -q -n $(TEST_WORKERS) tests
 
 export:
 	nbdev-export
