@@ -153,7 +153,7 @@ def sweep_partial(*dirs, out=None) -> list:
     if gone: print(f"medsyn: removed {len(gone)} half-written file(s) left by a killed run, e.g. {gone[0]}", file=out or sys.stderr, flush=True)
     return gone
 
-# %% ../nbs/11_cluster.ipynb #c49e98af
+# %% ../nbs/11_cluster.ipynb #7110a2ba
 READS_BASELINE = ('classify', 'scarce', 'privacy')   # stages that read the data set's real cell: its classifier, its real-only arms
 
 def cell_waits(cell, stage:str, cells:list) -> list:
