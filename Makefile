@@ -4,7 +4,8 @@ SHELL := /bin/bash
 
 # the one test command: the notebooks' inline tests and the pytest suite, side by side on the machine's cores. Each process
 # runs its torch work on one thread (three processes on two cores: nbdev-test and two pytest-xdist workers), so nothing is
-# oversubscribed; --output-sync keeps each suite's output together. One after the other, on one thread each, they took
+# oversubscribed; --output-sync keeps each suite's output together; --dist loadfile keeps a test file on one worker, so its
+# module fixtures (test_study's smoke grid) run once, not once per worker. One after the other, on one thread each, they took
 # 29 min + more than an hour on a slow 2-core CPU (2026-12-05), past CI's 90 min.
 TEST_WORKERS ?= 2
 test:
@@ -14,7 +15,7 @@ nbtest:
 	nbdev-test --n-workers 1
 
 pytest:
-	python -m pytest -q -n $(TEST_WORKERS) tests
+	python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 export:
 	nbdev-export

@@ -24,7 +24,7 @@ def study(tmp_path_factory):
     env = {"MEDSYN_OFFLINE": "1", "MEDMNIST_ROOT": str(tmp / "medmnist"), "MEDSYN_CACHE": str(tmp / "cache")}
     args = ["study", "--preset", "smoke", "--datasets", "breastmnist,bloodmnist", "--losses", "l2",
             "--runs-dir", tmp / "runs", "--figures-dir", tmp / "figures", "--tables-dir", tmp / "tables"]
-    first = run_cli(*args, env=env)
+    first = run_cli(*args, env=env, timeout=2700)     # a slow 2-core CPU shared with nbdev-test (make test) took over 900 s
     second = run_cli(*args, env=env)
     return dict(tmp=tmp, first=first, second=second, runs=tmp / "runs" / "smoke", args=args, env=env)
 
