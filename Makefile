@@ -5,8 +5,8 @@ SHELL := /bin/bash
 # the one test command: the notebooks' inline tests and the pytest suite, side by side on the machine's cores. Each process
 # runs its torch work on one thread (three processes on two cores: nbdev-test and two pytest-xdist workers), so nothing is
 # oversubscribed; --output-sync keeps each suite's output together; --dist loadfile keeps a test file on one worker, so its
-# module fixtures (test_study's smoke grid) run once, not once per worker. One after the other, on one thread each, they took
-# 29 min + more than an hour on a slow 2-core CPU (2026-12-05), past CI's 90 min.
+# module fixtures (test_study's smoke grid) run once, not once per worker. One after the other they took
+# 29 min (nbdev-test) + what looked like over an hour (pytest) on a slow 2-core CPU (2026-12-05), past CI's 90 min.
 TEST_WORKERS ?= 2
 test:
 	OMP_NUM_THREADS=1 $(MAKE) -j2 --output-sync=target nbtest pytest
