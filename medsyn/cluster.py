@@ -7,9 +7,8 @@ Docs: https://medsyn.github.io/medsyn/cluster.html.md"""
 # %% ../nbs/11_cluster.ipynb #17611478
 from __future__ import annotations
 import json, os, platform, sys, tempfile, threading, time, uuid
-from pathlib import Path
-
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import submitit
 import torch
@@ -160,7 +159,7 @@ def cell_waits(cell, stage:str, cells:list) -> list:
     """The cells of `cells` whose results `stage` of `cell` (a `medsyn.study.Cell`) reads: the generator a private cell
     starts from (before `train`), the data set's baseline (before `classify`, `scarce` and `privacy`); none for a baseline."""
     if cell.loss is None: return []
-    if stage == 'train' and cell.init_from is not None: return [c for c in cells if c.run_dir/'model' == cell.init_from]
+    if stage == 'train' and cell.init_from is not None: return [c for c in cells if c.model_dir == cell.init_from]
     if stage in READS_BASELINE: return [c for c in cells if c.loss is None and c.dataset == cell.dataset]
     return []
 

@@ -64,6 +64,8 @@ class Cell:
         if self.dp_epsilon is not None: return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)
         return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)   # privacy audits the scarce generators too
     @property
+    def model_dir(self): return self.run_dir/'model'   # the generator a cell trains (a private cell's `init_from` names one)
+    @property
     def done_marker(self): return self.run_dir/DONE
     def stage_marker(self, stage): return self.run_dir/f'.{stage}.done'
     def is_done(self): return self.done_marker.exists()
@@ -224,7 +226,6 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
     s = load_settings(preset, **overrides)
     cells = plan(preset, runs_dir=runs_dir, settings=s)
     jobs = s.jobs if jobs is None else jobs                # the preset's `jobs` unless the caller names one
-    if jobs < 1: raise MedsynError(f"jobs must be at least 1, got {jobs}")
     if jobs > 1 and 'OMP_NUM_THREADS' not in os.environ:   # share the cores between the kernels
         os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // jobs))
     prog = _Progress(cells, jobs, out)
@@ -293,6 +294,7 @@ def run_study(preset:str='quick', *args, runs_dir='runs', wait_lock:bool=False, 
     s = load_settings(preset, **over)                  # a bad preset, key or value: refused before anything is written
     check_grid(s, plan(preset, runs_dir=runs_dir, settings=s))    # so is a grid whose cells cannot run
     if kw.get('time_limit') is not None and kw['time_limit'] <= 0: raise MedsynError(f"--time-limit must be a positive number of seconds, got {kw['time_limit']}")
+    if kw.get('jobs') is not None and kw['jobs'] < 1: raise MedsynError(f"--jobs must be at least 1, got {kw['jobs']}")
     check_runs_format(runs_dir, write=False)           # an incompatible runs folder: refused before it is locked or touched
     with RunLock(Path(runs_dir)/'medsyn.lock', wait=wait_lock, out=out):
         check_runs_format(runs_dir)
@@ -458,7 +460,6 @@ def study_cli(argv:list|None=None):
                    help='inprocess: cells in this process (--jobs threads); local/slurm: one submitit job per cell (slurm_* settings)')
     p.add_argument('--wait-lock', action='store_true', help='wait for another study that holds --runs-dir, instead of refusing')
     a = p.parse_args(argv)
-    if a.jobs is not None and a.jobs < 1: raise MedsynError(f"--jobs must be at least 1, got {a.jobs}")
     if a.plan:
         s = load_settings(a.preset, **over)
         for c in plan(a.preset, runs_dir=a.runs_dir, settings=s):
