@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from time_to_quality import parse_recipe, train_budget, quality, machine   # noqa: E402
 
 
-def tstr(train_ds, val, test, s, seeds) -> list:
-    "Test AUC and accuracy on the real test split of the CNN trained on `train_ds`, one per seed."
+def tstr(train_ds, val, test, s, seeds, augment=None) -> list:
+    "Test AUC and accuracy on the real test split of the CNN trained on `train_ds` (with `augment`, a batch transform), one per seed."
     from medsyn.classify import train_classifier, predict, classification_metrics
     out = []
     for seed in seeds:
-        model, _ = train_classifier(train_ds, val, s.archs[0], s, seed=seed, progress=False)
+        model, _ = train_classifier(train_ds, val, s.archs[0], s, seed=seed, progress=False, augment=augment)
         m = classification_metrics(test.labels, predict(model, test), test.info['task'], test.n_classes)
         out.append(dict(seed=seed, auc=m['auc'], acc=m['acc']))
     return out

@@ -33,21 +33,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from time_to_quality import machine   # noqa: E402
+from quality_vs_compute import tstr   # noqa: E402
 from medsyn.core import load_settings, versions   # noqa: E402
 from medsyn.data import load_medmnist, MedMNISTSplit, draw_indices, classical_augmentation   # noqa: E402
 from medsyn.training import train_or_resume   # noqa: E402
 from medsyn.sampling import load_model, generate   # noqa: E402
-from medsyn.classify import train_classifier, predict, classification_metrics   # noqa: E402
 from medsyn.stats import mean_ci, fmt_ci, fmt_pm   # noqa: E402
-
-
-def test_aucs(train_ds, va, te, s, seeds, augment) -> list:
-    "Real test AUC of the preset's CNN trained on `train_ds`, one per seed."
-    out = []
-    for seed in seeds:
-        model, h = train_classifier(train_ds, va, s.archs[0], s, seed=seed, progress=False, augment=augment)
-        out.append(classification_metrics(te.labels, predict(model, te), te.info['task'], te.n_classes)['auc'])
-    return out
 
 
 def generator(ds:str, a, s) -> Path:
@@ -77,14 +68,14 @@ def run_dataset(ds:str, a, s) -> list:
     for name, d in sets.items():
         for augmented in (False, True):
             t0 = time.perf_counter()
-            aucs = test_aucs(d, va, te, s, a.seeds, aug if augmented else None)
+            aucs = [r['auc'] for r in tstr(d, va, te, s, a.seeds, aug if augmented else None)]
             rows.append(dict(dataset=ds, train_set=name, n=len(d), augmented=augmented, aucs=aucs, clf_s=round(time.perf_counter() - t0, 1),
                              generator_step=meta['step'], train_s=round(train_s, 1), sample_s=round(sample_s, 1)))
             print(f"{ds:15s} {name:22s} aug={augmented!s:5s} AUC {fmt_pm(np.mean(aucs), np.std(aucs, ddof=1), len(aucs))}", flush=True)
     return rows
 
 
-def table(rows, seeds):
+def table(rows):
     "A row per (data set, training set, recipe): test AUC mean ± sd over seeds and the paired difference from real (same recipe)."
     import pandas as pd
     out = []
@@ -121,7 +112,7 @@ def main():
             f"{len(a.seeds)} seeds, epoch chosen on the real validation split, tested on the real test split; Δ paired by seed, "
             f"95 % t-interval over seeds. {machine()}.")
     cap = "Train on synthetic, test on real: the gap against real-trained with the same classifier, plain and with classical augmentation."
-    for f in write_table(table(rows, a.seeds), Path('tables'), 'tstr_gap', cap, note=note): print(f"wrote {f}")
+    for f in write_table(table(rows), Path('tables'), 'tstr_gap', cap, note=note): print(f"wrote {f}")
 
 
 if __name__ == '__main__':
