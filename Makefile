@@ -15,7 +15,7 @@ nbtest:
 	nbdev-test --n-workers 1
 
 pytest:
-	python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 export:
 	nbdev-export

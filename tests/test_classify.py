@@ -33,7 +33,7 @@ def syn(tmp_path_factory):
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("clf") / "real"
-    return out, classify(FLAG, "real", out, seeds=[0, 1], settings=smoke(), progress=False)
+    return out, classify(FLAG, "real", out, seeds=[0, 1], settings=smoke(archs="resnet18_28"), progress=False)
 
 
 def test_synthetic_fixture_is_medmnist_format(syn):
