@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core import MedsynError, load_json, DATASETS_2D
-from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE
+from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE, GENERATOR
 from .denoisers import parse_model
 from .diffusion import read_loss_csv
 from .privacy import collect_dp
@@ -52,8 +52,8 @@ def collect(runs_root) -> dict:
         for run in loss_run_dirs(ds):                # extra backbones: collect_backbones
             d, l = ds.name, run.name
             if not (run/DONE).exists(): T['missing'].append(f"{d}/{l}")
-            if (run/'model'/LOSS_LOG).exists():
-                df = read_loss_csv(run/'model'); df.insert(0, 'loss_fn', l); df.insert(0, 'dataset', d)
+            if (run/GENERATOR/LOSS_LOG).exists():
+                df = read_loss_csv(run/GENERATOR); df.insert(0, 'loss_fn', l); df.insert(0, 'dataset', d)
                 T['loss_log'].append(df)
             m = read_if_exists(run/METRICS)
             if m:
@@ -103,7 +103,7 @@ def collect(runs_root) -> dict:
 def backbone_row(run, dataset:str, loss:str) -> dict|None:
     "One row of the backbone comparison from the files of a finished run folder (None when it has no metrics)."
     run = Path(run)
-    m, cfg = read_if_exists(run/METRICS), read_if_exists(run/'model'/'config.json')
+    m, cfg = read_if_exists(run/METRICS), read_if_exists(run/GENERATOR/'config.json')
     if not m or not cfg: return None
     b, size = parse_model(cfg['model'])
     r = dict(dataset=dataset, loss=loss, backbone=f'{b}-{size}', params=cfg['n_params'], n=m['fid']['64']['n_real'] if '64' in m['fid'] else None)
@@ -114,8 +114,8 @@ def backbone_row(run, dataset:str, loss:str) -> dict|None:
     if c: r.update(tstr_acc=c['cells'][0]['mean']['acc'], tstr_auc=c['cells'][0]['mean']['auc'], tstr_seeds=len(c['cells'][0]['per_seed']))
     f = read_if_exists(run/'fidelity.json')
     if f: r.update(fidelity_f1=f['f1_macro'], fidelity_auc=f['auc'])
-    if (run/'model'/LOSS_LOG).exists():
-        ips = read_loss_csv(run/'model')['images_per_s'].iloc[1:]     # the first window includes start-up
+    if (run/GENERATOR/LOSS_LOG).exists():
+        ips = read_loss_csv(run/GENERATOR)['images_per_s'].iloc[1:]     # the first window includes start-up
         r.update(train_img_s=float(ips.median()) if len(ips) else np.nan, device=cfg.get('device'))
     side = read_if_exists(run/'synthetic.json')
     if side: r.update(sample_img_s=side['images_per_s'], sampler=f"{side['sampler']}-{side['steps']}")

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_curve, roc_auc_score
 from tqdm.auto import tqdm
 from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D
 from .stats import fmt_pm
-from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY
+from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY, GENERATOR
 from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
 from .diffusion import checkpoints
@@ -354,11 +354,11 @@ def collect_dp(runs_root) -> tuple:
         real_auc = float(np.mean([v['auc'] for v in load_json(real)['cells'][0]['per_seed'].values()])) if real.exists() else None
         for cell in list(dict.fromkeys([ds/p.name for p in private if (ds/p.name).is_dir()])) + private:   # ε = ∞ first
             subs = scarce_dirs(cell)
-            for gen, card_f in [('full', cell/'model'/CARD)] + [(f"{f.parent.name}/{f.name}", f/'model'/CARD) for f in subs]:
+            for gen, card_f in [('full', cell/GENERATOR/CARD)] + [(f"{f.parent.name}/{f.name}", f/GENERATOR/CARD) for f in subs]:
                 if not card_f.exists(): continue
                 rows.append(_card_row(load_json(card_f), ds.name, cell.name, gen, real_auc if gen == 'full' else None))
-            if (cell/PRIVACY).exists() and (cell/'model'/CARD).exists():
-                c = load_json(cell/'model'/CARD)
+            if (cell/PRIVACY).exists() and (cell/GENERATOR/CARD).exists():
+                c = load_json(cell/GENERATOR/CARD)
                 label = f"ε = {c['dp']['epsilon']:.2g}" if c['private'] else 'not private'
                 audits[(ds.name, label)] = load_json(cell/PRIVACY)['full']
     cols = ['dataset', 'loss', 'generator', 'epsilon']

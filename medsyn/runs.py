@@ -12,8 +12,8 @@ from . import __version__
 from .core import MedsynError, MODELS, MODEL_SIZES, save_json, load_json
 
 # %% auto #0
-__all__ = ['METRICS', 'SYNTHETIC', 'LOSS_LOG', 'AUDIT_ARRAYS', 'PRIVACY', 'AUDIT', 'QUALITY', 'CARD', 'DONE', 'SCARCE',
-           'DP_PREFIX', 'RUNS_FORMAT', 'RUNS_MARKER', 'loss_run_dirs', 'backbone_run_dirs', 'dp_cell_name',
+__all__ = ['METRICS', 'SYNTHETIC', 'LOSS_LOG', 'AUDIT_ARRAYS', 'PRIVACY', 'AUDIT', 'QUALITY', 'CARD', 'GENERATOR', 'DONE',
+           'SCARCE', 'DP_PREFIX', 'RUNS_FORMAT', 'RUNS_MARKER', 'loss_run_dirs', 'backbone_run_dirs', 'dp_cell_name',
            'dp_run_dirs', 'scarce_dir', 'scarce_dirs', 'check_runs_format']
 
 # %% ../nbs/00b_runs.ipynb #f016c738
@@ -25,6 +25,7 @@ PRIVACY = 'privacy.json'              # the membership-inference audit (nbs/10_p
 AUDIT = 'audit.json'                  # a scarce-data draw's copy audit of its synthetic set (nbs/09_scarce.ipynb)
 QUALITY = 'quality.json'              # a scarce-data draw's generator against its floor: FID, KID (nbs/09_scarce.ipynb)
 CARD = 'card.json'                    # a generator's card: what it saw, how good, how private (nbs/10_privacy.ipynb)
+GENERATOR = 'model'                   # a cell's (or a scarce-data draw's) generator: its record, loss.csv, checkpoints/, card
 DONE = 'DONE.json'                    # every stage of a cell finished
 SCARCE = 'scarce'                     # a cell's scarce-data experiment (nbs/09_scarce.ipynb)
 DP_PREFIX = 'dp-eps'                  # dp-eps<epsilon>/<loss>: a private generator's cell (nbs/12_dp.ipynb)

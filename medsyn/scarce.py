@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from scipy import stats
 from .core import MedsynError, load_settings, load_json, save_json, run_record, atomic_path, DATASETS_2D
 from .stats import fmt_ci, mean_ci
-from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs, AUDIT, QUALITY, SYNTHETIC
+from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs, AUDIT, QUALITY, SYNTHETIC, GENERATOR
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,
                          write_synthetic, load_synthetic)
 from .diffusion import resolve_checkpoint
@@ -219,8 +219,8 @@ def run_draw(dataset:str, loss:str|None, fraction:float, draw:int, run_dir, real
     rd = scarce_dir(real_dir, fraction, draw)
     if not (rd/METRICS).exists(): run_arms(dataset, REAL_ARMS, fraction, draw, rd, s, progress=progress)
     sub, idx = real_subset(dataset, fraction, s, draw)
-    train_generator(dataset, loss, fraction, draw, fd/'model', s, progress=progress)
-    if not (fd/SYNTHETIC).exists(): sample_fraction(fd/'model', sub, fd/SYNTHETIC, s, draw, progress=progress)
+    train_generator(dataset, loss, fraction, draw, fd/GENERATOR, s, progress=progress)
+    if not (fd/SYNTHETIC).exists(): sample_fraction(fd/GENERATOR, sub, fd/SYNTHETIC, s, draw, progress=progress)
     save_json(copy_audit(fd/SYNTHETIC, sub, s), fd/AUDIT)
     save_json(generator_quality(fd/SYNTHETIC, idx, dataset, s, seed=draw, progress=progress), fd/QUALITY)
     return run_arms(dataset, SYN_ARMS, fraction, draw, fd, s, synthetic=fd/SYNTHETIC, progress=progress)
@@ -294,7 +294,7 @@ def draws_needed(sd_between:float, half_width:float, level:float=0.95, most:int=
 def check_leak(fdir, real_digest:str|None=None) -> dict:
     "Raise unless the generator in `fdir` (a `draw-<k>` folder) saw exactly the real images of every classifier row there (and `real_digest`)."
     fdir = Path(fdir)
-    cfg = fdir/'model'/'config.json'
+    cfg = fdir/GENERATOR/'config.json'
     if not cfg.exists(): raise MedsynError(f"{fdir} has no generator record (model/config.json): cannot check what it saw")
     seen = load_json(cfg).get('real_images')
     if not seen or not seen.get('digest'): raise MedsynError(f"{cfg} does not record which real images the generator saw")
@@ -347,7 +347,7 @@ def collect_scarce(runs_root) -> dict:
                 rows += [dict(x, loss=loss) for x in r['rows']]
                 a = load_json(fdir/AUDIT) if (fdir/AUDIT).exists() else {}
                 q = load_json(fdir/QUALITY) if (fdir/QUALITY).exists() else {}
-                cfg = load_json(fdir/'model'/'config.json')
+                cfg = load_json(fdir/GENERATOR/'config.json')
                 gens.append(dict(dataset=ds.name, loss=loss, fraction=r['fraction'], draw=r['draw'], n_real=seen['n'],
                                  digest=seen['digest'], steps=cfg['settings']['train_steps'], batch_size=cfg['settings']['batch_size'],
                                  epochs=cfg['settings']['train_steps'] * cfg['settings']['batch_size'] / seen['n'],

@@ -14,7 +14,7 @@ from pathlib import Path
 import papermill as pm
 from traitlets.config import Config
 from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, atomic_path
-from .runs import dp_cell_name, scarce_dir, check_runs_format, DONE, METRICS, PRIVACY, QUALITY, SYNTHETIC
+from .runs import dp_cell_name, scarce_dir, check_runs_format, DONE, METRICS, PRIVACY, QUALITY, SYNTHETIC, GENERATOR
 from .data import check_conditioning, medmnist_info
 from .denoisers import parse_model
 from .diffusion import checkpoints, resolve_checkpoint
@@ -64,7 +64,7 @@ class Cell:
         if self.dp_epsilon is not None: return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)
         return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)   # privacy audits the scarce generators too
     @property
-    def model_dir(self): return self.run_dir/'model'   # the generator a cell trains (a private cell's `init_from` names one)
+    def model_dir(self): return self.run_dir/GENERATOR   # the generator a cell trains (a private cell's `init_from` names one)
     @property
     def done_marker(self): return self.run_dir/DONE
     def stage_marker(self, stage): return self.run_dir/f'.{stage}.done'
@@ -107,7 +107,7 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     eps = [float(e) for e in s.dp_epsilons if math.isfinite(e)]
     pub = dp_public(s, datasets) if dd and eps else {}
     return cells + [Cell(d, l, root/d/dp_cell_name(e)/l, runs_scarce(s, d, l), dp_epsilon=e,
-                         init_from=root/pub[d]/l/'model' if d in pub else None) for d in dd for e in eps for l in s.dp_losses]
+                         init_from=root/pub[d]/l/GENERATOR if d in pub else None) for d in dd for e in eps for l in s.dp_losses]
 
 # %% ../nbs/06_study.ipynb #1d8d9e98
 def study_notebooks_dir() -> Path:
@@ -337,7 +337,7 @@ class StageContext:
     overrides: dict
     settings: dict
     @property
-    def model_dir(self): return self.run_dir/'model'
+    def model_dir(self): return self.run_dir/GENERATOR
     @property
     def synthetic(self): return self.run_dir/SYNTHETIC
     @property
@@ -405,8 +405,8 @@ def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
         for f in scarce_fractions(s):
             for k in subset_draws(s):
                 fd = scarce_dir(ctx.run_dir, f, k)
-                out[f'frac-{f:g}/draw-{k}'] = dict(audit_membership(fd/'model', fd/SYNTHETIC, n, s, seed=s.seed, progress=progress), draw=k)
-                write_card(fd/'model', quality=fd/QUALITY, privacy=out[f'frac-{f:g}/draw-{k}'])
+                out[f'frac-{f:g}/draw-{k}'] = dict(audit_membership(fd/GENERATOR, fd/SYNTHETIC, n, s, seed=s.seed, progress=progress), draw=k)
+                write_card(fd/GENERATOR, quality=fd/QUALITY, privacy=out[f'frac-{f:g}/draw-{k}'])
     save_json(out, ctx.run_dir/PRIVACY)
     return out
 

@@ -1,5 +1,5 @@
 "The shape of the house (issue 25): one straight line of imports, rooms a reader can hold, imports at the top."
-import ast
+import ast, json
 from pathlib import Path
 
 import pytest
@@ -52,12 +52,34 @@ def test_rooms_a_reader_can_hold(p):
     assert not long, long
 
 
+def _sources():
+    "(name, syntax tree) of every module but runs.py and of every code cell of the study's papermill notebooks (nbs/study)."
+    out = [(p.name, ast.parse(p.read_text())) for p in MODULES if p.name != "runs.py"]
+    for nb in sorted((LIB.parent / "nbs" / "study").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        out += [(f"{nb.name}[{i}]", ast.parse("".join(c["source"]))) for i, c in enumerate(cells) if c["cell_type"] == "code"]
+    assert len(out) > len(MODULES)
+    return out
+
+
 def test_shared_file_names_are_spelled_once():
-    "A file one stage writes and another reads is named in medsyn.runs only: every other module takes its constant."
+    "A file one stage writes and another reads is named in medsyn.runs only: every module and study notebook takes its constant."
     runs = ast.parse((LIB / "runs.py").read_text())
     names = {n.value.value for n in runs.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
              and isinstance(n.value.value, str) and "." in n.value.value}
     assert {"metrics.json", "synthetic.npz", "loss.csv", "privacy.json", "DONE.json", "card.json"} <= names
-    bad = [f"{p.name}:{n.lineno} {n.value!r}" for p in MODULES if p.name != "runs.py"
-           for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Constant) and n.value in names]
+    bad = [f"{name}:{n.lineno} {n.value!r}" for name, tree in _sources()
+           for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names]
     assert not bad, "spell these through medsyn.runs' constants: " + ", ".join(bad)
+
+
+def _joins_model(tree):
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+            and isinstance(n.right, ast.Constant) and n.right.value == "model"]
+
+
+def test_a_generator_folder_is_named_once():
+    "A cell's generator folder is medsyn.runs.GENERATOR: no module or study notebook joins a path with 'model' itself."
+    assert _joins_model(ast.parse("run / 'model' / 'config.json'")) == [1]          # the check sees such a join
+    bad = [f"{name}:{ln}" for name, tree in _sources() for ln in _joins_model(tree)]
+    assert not bad, "name a generator's folder medsyn.runs.GENERATOR: " + ", ".join(bad)
