@@ -1,11 +1,17 @@
-"Membership inference: the positive control, the null check, member/non-member disjointness, TPR at low FPR."
+"Membership inference: the positive control (plain and under DP), the null check, member/non-member disjointness, TPR at low FPR."
+import math
+
 import numpy as np
 import pytest
+from sklearn.metrics import roc_curve
 
-from medsyn.core import MedsynError, load_settings
+from medsyn.core import MedsynError, load_settings, load_json
 from medsyn.data import load_medmnist
 from medsyn.privacy import (attack_summary, audit_membership, check_disjoint, denoising_losses, membership_sets,
                             privacy_verdict, tpr_at_fpr)
+from medsyn.dp import epsilon_lower_bound, roc_bound
+from medsyn.sampling import load_model
+from medsyn.training import train
 
 
 def test_tpr_at_low_fpr_hand_computed():
@@ -21,12 +27,14 @@ def test_tpr_at_low_fpr_hand_computed():
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
     "The positive control: the tiny UNet trained far past convergence on 16 BreastMNIST images (about 1500 passes over each)."
-    from medsyn.training import train
+    return _control(tmp_path_factory.mktemp("priv") / "overfit")
+
+
+def _control(out, **dp):
+    "The positive control (`overfit`), optionally trained under DP-SGD (`dp_epsilon=...`)."
     s = load_settings("smoke", model="tiny", train_steps=1500, batch_size=16, lr=2e-3, warmup_steps=10, log_every=100,
-                      checkpoint_every=1500, ema_decay=0.0, label_dropout=0.0, train_fraction=16 / 546, device="cpu")
-    run = tmp_path_factory.mktemp("priv") / "overfit"
-    train("breastmnist", "l2", run, settings=s, progress=False)
-    return run, s
+                      checkpoint_every=1500, ema_decay=0.0, label_dropout=0.0, train_fraction=16 / 546, device="cpu", **dp)
+    return train("breastmnist", "l2", out, settings=s, progress=False), s
 
 
 def test_attacks_find_the_members_of_an_overfitted_generator(overfit):
@@ -38,7 +46,6 @@ def test_attacks_find_the_members_of_an_overfitted_generator(overfit):
 
 
 def test_two_disjoint_nonmember_sets_are_indistinguishable(overfit):
-    from medsyn.sampling import load_model
     run, _ = overfit
     sets = membership_sets(run)
     denoiser, sch, _ = load_model(run, device="cpu")
@@ -62,3 +69,30 @@ def test_members_and_nonmembers_are_disjoint_and_class_matched(overfit):
     bad = dict(sets, nonmember_ids=sets["nonmember_ids"][:-1] + [sets["trained_on"][0]])
     with pytest.raises(MedsynError, match="non-member"):
         check_disjoint(bad)
+
+
+# --- the same control trained under DP-SGD (nbs/12_dp.ipynb): its guarantee must bound the attack that beats the plain one
+def _all_scores(run):
+    "Loss-attack scores of every member (16) and as many class-matched non-members: the whole audit set, not the reported half."
+    sets = membership_sets(run)
+    denoiser, sch, meta = load_model(run, ema=True, device="cpu")
+    lm, ln = (denoising_losses(denoiser, sch, d, prediction=meta["prediction"], progress=False) for d in (sets["members"], sets["nonmembers"]))
+    return -lm.mean(1), -ln.mean(1)
+
+
+def test_the_positive_control_under_dp_stays_inside_its_bound(overfit, tmp_path):
+    """Without DP the control's loss attack proves ε > 1 at 95 % confidence (Clopper-Pearson, 16 members vs 16 non-members): the check
+    has the power to catch a broken private trainer. Trained at ε = 1 it must prove no more than 1, at every threshold."""
+    plain, _ = overfit
+    proved = epsilon_lower_bound(*_all_scores(plain))
+    assert proved > 1.0, f"the non-private control proves only ε >= {proved:.2f}: the audit below could not fail"
+    private, _ = _control(tmp_path / "dp", dp_epsilon=1.0)
+    spent = load_json(next((private / "checkpoints").iterdir()) / "medsyn.json")["dp"]
+    assert spent["epsilon"] <= 1.0
+    m, n = _all_scores(private)
+    got = epsilon_lower_bound(m, n, spent["delta"])
+    assert got <= spent["epsilon"], (f"the private control is beaten beyond its guarantee: its attack proves ε >= {got:.2f} "
+                                     f"> {spent['epsilon']:.2f}. The DP-SGD implementation is broken")
+    # and the ROC itself: inside the bound wherever the counts are not pure sampling noise
+    f, t, _ = roc_curve(np.r_[np.ones(len(m)), np.zeros(len(n))], np.r_[m, n])
+    assert (t <= roc_bound(f, spent["epsilon"], spent["delta"]) + 3.5 / math.sqrt(len(m))).all()
