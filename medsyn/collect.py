@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core import MedsynError, load_json, DATASETS_2D
-from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE, GENERATOR
+from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE, GENERATOR, RECORD
 from .denoisers import parse_model
 from .diffusion import read_loss_csv
 from .privacy import collect_dp
@@ -103,7 +103,7 @@ def collect(runs_root) -> dict:
 def backbone_row(run, dataset:str, loss:str) -> dict|None:
     "One row of the backbone comparison from the files of a finished run folder (None when it has no metrics)."
     run = Path(run)
-    m, cfg = read_if_exists(run/METRICS), read_if_exists(run/GENERATOR/'config.json')
+    m, cfg = read_if_exists(run/METRICS), read_if_exists(run/GENERATOR/RECORD)
     if not m or not cfg: return None
     b, size = parse_model(cfg['model'])
     r = dict(dataset=dataset, loss=loss, backbone=f'{b}-{size}', params=cfg['n_params'], n=m['fid']['64']['n_real'] if '64' in m['fid'] else None)

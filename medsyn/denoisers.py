@@ -14,6 +14,7 @@ from torch import nn
 
 import matplotlib.pyplot as plt
 from diffusers import UNet2DModel, DiTTransformer2DModel
+from diffusers.utils import CONFIG_NAME
 from matplotlib.patches import Rectangle
 from diffusers.models.embeddings import LabelEmbedding
 from .core import MedsynError, BACKBONES, MODEL_SIZES, MODELS
@@ -218,8 +219,8 @@ def make_denoiser(n_channels:int, n_classes:int, image_size:int=28, model:str='u
 
 def load_denoiser(folder):
     "The denoiser saved with `save_pretrained` in `folder` (safetensors), of the class its config names."
-    f = Path(folder)/'config.json'
-    if not f.exists(): raise MedsynError(f"{folder} has no config.json: not a saved denoiser")
+    f = Path(folder)/CONFIG_NAME
+    if not f.exists(): raise MedsynError(f"{folder} has no {CONFIG_NAME}: not a saved denoiser")
     name = json.loads(f.read_text()).get('_class_name')
     kw = {} if name == 'UNet2DModel' else dict(low_cpu_mem_usage=False)   # timm's window masks are built at init: not on the meta device
     return denoiser_class(name).from_pretrained(folder, **kw)

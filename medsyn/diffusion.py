@@ -17,7 +17,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from diffusers import DDPMScheduler
 from .core import MedsynError, LOSSES, save_json, fault_point
-from .runs import LOSS_LOG
+from .runs import LOSS_LOG, RECORD
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MARKER', 'make_scheduler', 'snr', 'diffusion_loss', 'snr_weights', 'checkpoints', 'resolve_checkpoint',
@@ -106,7 +106,7 @@ def clear_unfinished(run) -> bool:
     "If run folder `run` has no complete checkpoint, remove what a killed run left (config, loss log, half-written checkpoints); True if anything was removed."
     run = Path(run)
     if not run.is_dir() or checkpoints(run): return False
-    left = [run/'config.json', run/LOSS_LOG, *(run/'checkpoints').glob('.step-*')] if (run/'checkpoints').is_dir() else [run/'config.json', run/LOSS_LOG]
+    left = [run/RECORD, run/LOSS_LOG, *(run/'checkpoints').glob('.step-*')] if (run/'checkpoints').is_dir() else [run/RECORD, run/LOSS_LOG]
     left = [p for p in left if p.exists()]
     for p in left: shutil.rmtree(p) if p.is_dir() else p.unlink()
     if left: print(f"medsyn: {run} held a run stopped before its first checkpoint: starting it afresh", file=sys.stderr)

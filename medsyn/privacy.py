@@ -19,7 +19,7 @@ from sklearn.metrics import roc_curve, roc_auc_score
 from tqdm.auto import tqdm
 from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D
 from .stats import fmt_pm
-from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY, GENERATOR
+from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY, GENERATOR, RECORD
 from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
 from .diffusion import checkpoints
@@ -40,7 +40,7 @@ def _pool(flag, size, data_dir, splits):
 
 def membership_sets(model_dir, n_max:int|None=None, seed:int=0) -> dict:
     "Members (the generator's training images) and as many non-members of the same class mix that it never saw; with their ids."
-    cfg = load_json(Path(model_dir)/'config.json')
+    cfg = load_json(Path(model_dir)/RECORD)
     seen, s = cfg.get('real_images'), cfg['settings']
     if not seen: raise MedsynError(f"{model_dir}/config.json does not record which real images the generator saw")
     flag, size, data_dir = cfg['flag'], s['image_size'], s.get('data_dir') or None
@@ -266,7 +266,7 @@ def generator_card(model_dir, metrics=None, classify_dir=None, privacy=None, qua
     metrics.json; `quality`: a scarce-data quality.json), TSTR (`classify_dir`: its classify_synthetic/), the membership audit
     (`privacy`: its entry of privacy.json) and ε/δ if private."""
     model_dir = Path(model_dir)
-    cfg = load_json(model_dir/'config.json')
+    cfg = load_json(model_dir/RECORD)
     cks = checkpoints(model_dir)
     last = load_json(cks[-1]/'medsyn.json') if cks else {}
     st, seen = cfg.get('settings', {}), cfg.get('real_images', {})

@@ -12,9 +12,9 @@ from . import __version__
 from .core import MedsynError, MODELS, MODEL_SIZES, save_json, load_json
 
 # %% auto #0
-__all__ = ['METRICS', 'SYNTHETIC', 'LOSS_LOG', 'AUDIT_ARRAYS', 'PRIVACY', 'AUDIT', 'QUALITY', 'CARD', 'GENERATOR', 'DONE',
-           'SCARCE', 'DP_PREFIX', 'RUNS_FORMAT', 'RUNS_MARKER', 'loss_run_dirs', 'backbone_run_dirs', 'dp_cell_name',
-           'dp_run_dirs', 'scarce_dir', 'scarce_dirs', 'check_runs_format']
+__all__ = ['METRICS', 'SYNTHETIC', 'LOSS_LOG', 'AUDIT_ARRAYS', 'PRIVACY', 'AUDIT', 'QUALITY', 'CARD', 'GENERATOR', 'RECORD',
+           'DONE', 'SCARCE', 'DP_PREFIX', 'RUNS_FORMAT', 'RUNS_MARKER', 'loss_run_dirs', 'backbone_run_dirs',
+           'dp_cell_name', 'dp_run_dirs', 'scarce_dir', 'scarce_dirs', 'check_runs_format']
 
 # %% ../nbs/00b_runs.ipynb #f016c738
 METRICS = 'metrics.json'              # what a stage (or a scarce-data draw) measured
@@ -26,6 +26,8 @@ AUDIT = 'audit.json'                  # a scarce-data draw's copy audit of its s
 QUALITY = 'quality.json'              # a scarce-data draw's generator against its floor: FID, KID (nbs/09_scarce.ipynb)
 CARD = 'card.json'                    # a generator's card: what it saw, how good, how private (nbs/10_privacy.ipynb)
 GENERATOR = 'model'                   # a cell's (or a scarce-data draw's) generator: its record, loss.csv, checkpoints/, card
+RECORD = 'config.json'                # a generator's training record (settings, images seen, resumes, DP); not diffusers' file
+                                      # of the same name inside a saved denoiser (unet/, unet_ema/: diffusers.utils.CONFIG_NAME)
 DONE = 'DONE.json'                    # every stage of a cell finished
 SCARCE = 'scarce'                     # a cell's scarce-data experiment (nbs/09_scarce.ipynb)
 DP_PREFIX = 'dp-eps'                  # dp-eps<epsilon>/<loss>: a private generator's cell (nbs/12_dp.ipynb)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from scipy import stats
 from .core import MedsynError, load_settings, load_json, save_json, run_record, atomic_path, DATASETS_2D
 from .stats import fmt_ci, mean_ci
-from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs, AUDIT, QUALITY, SYNTHETIC, GENERATOR
+from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs, AUDIT, QUALITY, SYNTHETIC, GENERATOR, RECORD
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,
                          write_synthetic, load_synthetic)
 from .diffusion import resolve_checkpoint
@@ -126,7 +126,7 @@ def sample_fraction(model_dir, subset:MedMNISTSplit, out, s, draw:int, progress:
     imgs = generate(denoiser, sch, labels, s.sampler, s.sample_steps, s.eta, s.guidance, draw, s.sample_batch_size,
                     meta['null_class'], progress, desc=f"sample {subset.flag} draw {draw}", compile=s.compile,
                     mixed_precision=s.mixed_precision)
-    seen = load_json(Path(model_dir)/'config.json')['real_images']
+    seen = load_json(Path(model_dir)/RECORD)['real_images']
     return write_synthetic(out, imgs, labels, subset.flag, checkpoint=str(ck), step=meta['step'], loss=meta['loss'],
                            real_images={k: seen[k] for k in ('fraction', 'subset_seed', 'n', 'digest')},
                            sampler=s.sampler, steps=s.sample_steps, seconds=time.perf_counter() - t0,
@@ -294,7 +294,7 @@ def draws_needed(sd_between:float, half_width:float, level:float=0.95, most:int=
 def check_leak(fdir, real_digest:str|None=None) -> dict:
     "Raise unless the generator in `fdir` (a `draw-<k>` folder) saw exactly the real images of every classifier row there (and `real_digest`)."
     fdir = Path(fdir)
-    cfg = fdir/GENERATOR/'config.json'
+    cfg = fdir/GENERATOR/RECORD
     if not cfg.exists(): raise MedsynError(f"{fdir} has no generator record ({GENERATOR}/config.json): cannot check what it saw")
     seen = load_json(cfg).get('real_images')
     if not seen or not seen.get('digest'): raise MedsynError(f"{cfg} does not record which real images the generator saw")
@@ -347,7 +347,7 @@ def collect_scarce(runs_root) -> dict:
                 rows += [dict(x, loss=loss) for x in r['rows']]
                 a = load_json(fdir/AUDIT) if (fdir/AUDIT).exists() else {}
                 q = load_json(fdir/QUALITY) if (fdir/QUALITY).exists() else {}
-                cfg = load_json(fdir/GENERATOR/'config.json')
+                cfg = load_json(fdir/GENERATOR/RECORD)
                 gens.append(dict(dataset=ds.name, loss=loss, fraction=r['fraction'], draw=r['draw'], n_real=seen['n'],
                                  digest=seen['digest'], steps=cfg['settings']['train_steps'], batch_size=cfg['settings']['batch_size'],
                                  epochs=cfg['settings']['train_steps'] * cfg['settings']['batch_size'] / seen['n'],

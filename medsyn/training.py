@@ -30,7 +30,7 @@ from .denoisers import make_denoiser, load_denoiser, n_params, parse_model
 from .dp import dp_enabled, check_dp, make_private, poisson_indices, average_multiplicity, epsilon_spent
 from .diffusion import (MARKER, _fmt, _write_checkpoint, checkpoints, clear_unfinished, diffusion_loss, loss_columns,
                               make_scheduler, read_loss_csv, resolve_checkpoint, snr_weights)
-from .runs import LOSS_LOG
+from .runs import LOSS_LOG, RECORD
 
 # %% auto #0
 __all__ = ['RESUMABLE', 'Batches', 'lr_schedule', 'train_settings', 'load_training_state', 'TrainRun', 'build_run', 'restore',
@@ -82,7 +82,7 @@ def lr_schedule(opt, kind:str, warmup:int, total:int):
 RESUMABLE = ('train_steps', 'checkpoint_every', 'log_every', 'device', 'data_dir', 'cache_dir')
 
 def _resume_settings(out:Path, dataset:str, loss, preset, overrides:dict):
-    cfg = load_json(out/'config.json')
+    cfg = load_json(out/RECORD)
     if cfg.get('flag') != dataset:
         raise MedsynError(f"{out} is a run on '{cfg.get('flag')}', not '{dataset}': resume with --dataset {cfg.get('flag')}")
     saved = load_settings(cfg['settings'].get('preset'), **{current_key(k, warn=False): v for k, v in cfg['settings'].items() if k != 'preset'})
@@ -199,8 +199,8 @@ def build_run(dataset:str, s, out:Path, last:Path|None=None) -> TrainRun:
         if last is not None: noise_g.set_state(load_training_state(last)['dp_noise'])
         denoiser, opt, dprec = make_private(denoiser.to(dev), opt, len(ds), s, noise_g)
         batches.q = dprec['sample_rate']
-        if last is not None and load_json(out/'config.json')['dp']['steps'] != s.train_steps:
-            raise MedsynError(f"{out} is a private run calibrated for {load_json(out/'config.json')['dp']['steps']} steps: its noise would not "
+        if last is not None and load_json(out/RECORD)['dp']['steps'] != s.train_steps:
+            raise MedsynError(f"{out} is a private run calibrated for {load_json(out/RECORD)['dp']['steps']} steps: its noise would not "
                               f"cover {s.train_steps} (it would spend more than dp_epsilon = {s.dp_epsilon}). Keep train_steps, or train a new run.")
     else: denoiser, opt, sched = acc.prepare(denoiser, opt, sched)
     ema.to(dev)
@@ -232,14 +232,14 @@ def start_log(run:TrainRun, step:int, resume:bool=False):
     s, out = run.s, run.out
     out.mkdir(parents=True, exist_ok=True)
     if resume:
-        rec = {**load_json(out/'config.json'), 'settings': s.to_dict()}
+        rec = {**load_json(out/RECORD), 'settings': s.to_dict()}
         rec.setdefault('resumes', []).append({'step': step, 'record': run_record(s)})
     else:
         rec = run_record(s, seed=s.seed, **run.meta, denoiser_config=run.net_config, denoiser=run.cls.__name__,
                          n_params=n_params(run.denoiser), n_train_images=len(run.ds), real_images=run.real_images,
                          processes=run.acc.num_processes, device=str(run.acc.device), precision=run.precision,
                          **({'dp': run.dprec} if run.dp else {}), **({'started_from': run.started} if run.started else {}))
-    save_json(rec, out/'config.json')
+    save_json(rec, out/RECORD)
     rows = []
     if resume and (out/LOSS_LOG).exists():
         with open(out/LOSS_LOG) as f: rows = [r for r in csv.reader(f)][1:]
@@ -469,7 +469,7 @@ def pretrained_start(src, net, dataset:str, private:bool=False) -> dict:
         raise MedsynError(f"init_from {ck} was trained on {dataset}: a private run must not start from weights that saw its own "
                           "data set (DP-SGD accounts only for its own steps). Start from a generator of public images of another data set.")
     net.load_state_dict(start.state_dict())
-    cfg = ck.parent.parent/'config.json'
+    cfg = ck.parent.parent/RECORD
     seen = load_json(cfg).get('real_images', {}) if cfg.exists() else {}
     return dict(path=str(ck.resolve()), dataset=meta.get('flag'), step=meta.get('step'), private=bool(meta.get('dp')),
                 real_images={k: seen.get(k) for k in ('split', 'fraction', 'n', 'digest')})
