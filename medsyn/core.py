@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 from importlib.metadata import version, PackageNotFoundError
+from traitlets.config import Config
 
 # %% auto #0
 __all__ = ['DATASETS_2D', 'LOSSES', 'BACKBONES', 'MODEL_SIZES', 'MODELS', 'ARCHS', 'REGIMES', 'SCHEMA', 'RENAMED', 'MedsynError',
            'TimeLimitReached', 'deadline_from_env', 'Key', 'current_key', 'parse_value', 'repo_root', 'settings_path',
            'Settings', 'presets', 'load_settings', 'split_overrides', 'seed_everything', 'get_device', 'bf16_fast',
            'resolve_precision', 'versions', 'run_record', 'compiled', 'autocast', 'fast_optimizer_kwargs',
-           'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir']
+           'fault_point', 'atomic_path', 'save_json', 'load_json', 'cache_dir', 'kernel_config']
 
 # %% ../nbs/00_core.ipynb #31f8881b
 class MedsynError(Exception):
@@ -443,3 +444,10 @@ def cache_dir(settings:dict|None=None) -> Path:
     p = Path(p).expanduser()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+# %% ../nbs/00_core.ipynb #b3e1f0a2
+def kernel_config(folder) -> Config:
+    """Kernel settings for papermill and nbconvert: the kernel talks over local sockets in `folder` (IPC), not over TCP ports, so
+    nothing listens on the network and ipykernel has no "running over TCP without encryption" warning to print."""
+    c = Config(); c.KernelManager.transport = 'ipc'; c.KernelManager.ip = os.path.join(folder, 'kernel')
+    return c

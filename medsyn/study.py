@@ -6,32 +6,22 @@ Docs: https://medsyn.github.io/medsyn/study.html.md"""
 
 # %% ../nbs/06_study.ipynb #e675495f
 from __future__ import annotations
-import argparse, json, math, os, shutil, sys, tarfile, tempfile, threading, time
+import argparse, math, os, shutil, sys, tarfile, tempfile, threading, time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import papermill as pm
-from traitlets.config import Config
-from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, atomic_path
-from .runs import dp_cell_name, scarce_dir, check_runs_format, DONE, METRICS, PRIVACY, QUALITY, SYNTHETIC, GENERATOR
+from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, atomic_path, kernel_config
+from .runs import dp_cell_name, check_runs_format, DONE, GENERATOR
 from .data import check_conditioning, medmnist_info
 from .denoisers import parse_model
-from .diffusion import checkpoints, resolve_checkpoint
-from .training import train, train_or_resume
-from .sampling import sample
-from .metrics import evaluate
-from .classify import classify, class_fidelity
-from .explain import explain
-from .privacy import audit_membership, audit_over_steps, write_card
-from .scarce import runs_scarce, run_draws, scarce_fractions, subset_draws
+from .scarce import runs_scarce
 from .cluster import RunLock, LockHeld, sweep_partial, run_cells_submitit, run_cells_threads
 
 # %% auto #0
-__all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'STAGE_FUNCS', 'Cell', 'extra_backbones', 'dp_public', 'plan',
-           'study_notebooks_dir', 'run_notebook', 'run_cell', 'check_grid', 'run_study', 'write_bundle', 'StageContext',
-           'context', 'stage_real', 'stage_train', 'stage_sample', 'stage_evaluate', 'stage_classify', 'stage_scarce',
-           'stage_privacy', 'ensure', 'study_cli']
+__all__ = ['LOSS_STAGES', 'BASELINE_STAGES', 'BUNDLE_SUFFIXES', 'Cell', 'extra_backbones', 'dp_public', 'plan',
+           'study_notebooks_dir', 'run_notebook', 'run_cell', 'check_grid', 'run_study', 'write_bundle', 'study_cli']
 
 # %% ../nbs/06_study.ipynb #09c2b166
 LOSS_STAGES = ('train', 'sample', 'evaluate', 'classify')
@@ -120,11 +110,8 @@ def run_notebook(name:str, out:Path, parameters:dict, log=None) -> Path:
     if not src.exists(): raise MedsynError(f"study notebook not found: {src}")
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix='medsyn-kernel-') as d:
-        # the kernel talks to papermill over local sockets in a private folder (IPC), not over TCP ports: nothing listens on the
-        # network, and ipykernel has no "running over TCP without encryption" warning to print into the study's progress
-        c = Config(); c.KernelManager.transport = 'ipc'; c.KernelManager.ip = os.path.join(d, 'kernel')
         pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name='python3', progress_bar=False,
-                            cwd=str(repo_root()), log_output=False, config=c)
+                            cwd=str(repo_root()), log_output=False, config=kernel_config(d))
     return out
 
 # %% ../nbs/06_study.ipynb #c2cfaad6
@@ -324,118 +311,6 @@ def write_bundle(runs_root, figures_dir, tables_dir, out) -> dict:
         with tarfile.open(t, 'w:gz') as tar:
             for src, arc in items: tar.add(src, arcname=str(arc), recursive=False)
     return dict(path=str(out), files=len(items), bytes=out.stat().st_size)
-
-# %% ../nbs/06_study.ipynb #5d56c502
-@dataclass
-class StageContext:
-    "Everything a stage needs: the cell's data set and loss, its settings and folders."
-    dataset: str
-    loss: str | None
-    preset: str
-    run_dir: Path
-    real_dir: Path
-    overrides: dict
-    settings: dict
-    @property
-    def model_dir(self): return self.run_dir/GENERATOR
-    @property
-    def synthetic(self): return self.run_dir/SYNTHETIC
-    @property
-    def metrics(self): return self.run_dir/METRICS
-    @property
-    def real_model(self): return self.real_dir/'classify_real'
-
-def context(dataset:str, loss:str|None=None, preset:str='smoke', run_dir=None, overrides:dict|None=None, real_dir=None) -> StageContext:
-    "A `StageContext` from a study notebook's parameters (folders default to `runs/<preset>/<dataset>/<loss>`)."
-    overrides = dict(overrides or {})
-    s = load_settings(preset, **overrides)
-    if loss is not None: s = s.replace(loss=loss)
-    base = repo_root()/'runs'/preset/dataset
-    run_dir = Path(run_dir) if run_dir else base/(loss or 'real')
-    real_dir = Path(real_dir) if real_dir else run_dir.parent/'real'
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return StageContext(dataset, loss, preset, run_dir, real_dir, overrides, s)
-
-# %% ../nbs/06_study.ipynb #d824a1b9
-def stage_real(ctx:StageContext) -> dict:
-    "Baseline: classifiers trained on all the real training images (scarce real data: `stage_scarce`)."
-    return {'real': classify(ctx.dataset, 'real', out=ctx.real_model, settings=ctx.settings)}
-
-def stage_train(ctx:StageContext):
-    "Train the class-conditional diffusion model of the cell; resume an interrupted run, keep a finished one."
-    return train_or_resume(ctx.dataset, ctx.loss, ctx.model_dir, ctx.settings, **ctx.overrides)
-
-def stage_sample(ctx:StageContext):
-    "Generate the cell's synthetic data set and its real-vs-synthetic grid."
-    s = ctx.settings
-    return sample(ctx.model_dir, s.samples_per_class, ctx.synthetic, sampler=s.sampler, steps=s.sample_steps, eta=s.eta,
-                  guidance=s.guidance, seed=s.seed, batch_size=s.sample_batch_size, grid=ctx.run_dir/'grid.png')
-
-def stage_evaluate(ctx:StageContext) -> dict:
-    "FID at every feature size, KID, PRDC and the memorisation audit of the synthetic set."
-    return evaluate(ctx.dataset, ctx.synthetic, split=ctx.settings.eval_split, settings=ctx.settings, out=ctx.metrics)
-
-def stage_classify(ctx:StageContext) -> dict:
-    "Synthetic-only (TSTR) and mixed classifiers; class fidelity; LIME, real vs synthetic. (Scarce real data: `stage_scarce`.)"
-    s, syn, out = ctx.settings, ctx.synthetic, {}
-    out['synthetic'] = classify(ctx.dataset, 'synthetic', out=ctx.run_dir/'classify_synthetic', synthetic=syn, settings=s)
-    out['mixed'] = classify(ctx.dataset, 'mixed', out=ctx.run_dir/'classify_mixed', synthetic=syn, settings=s)
-    real_seed = ctx.real_model/f'seed-{s.seeds[0]}'
-    out['fidelity'] = class_fidelity(real_seed, syn, settings=s)
-    save_json(out['fidelity'], ctx.run_dir/'fidelity.json')   # it carries its run record
-    out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/'lime', compare_dir=ctx.run_dir/'classify_synthetic'/f'seed-{s.seeds[0]}',
-                          settings=s, seed=s.seed, names=('trained on real', f'trained on synthetic ({ctx.loss})'))
-    return out
-
-def stage_scarce(ctx:StageContext, progress:bool=True) -> dict:
-    """The scarce-data experiment at every fraction f < 1 and subset draw (nbs/09_scarce.ipynb, `run_draws`). In the real-data
-    cell: the real-only and classical-augmentation arms. In a loss cell: per draw a generator trained on that f-subset only (never
-    on the other real images), its samples, copy audit and KID, and the synthetic arms."""
-    return run_draws(ctx.dataset, ctx.loss, ctx.run_dir, ctx.real_dir, ctx.settings, progress=progress)
-
-def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
-    """Membership inference (nbs/10_privacy.ipynb) against the cell's full-data generator (non-members: validation and test
-    images) and each scarce-data draw's generator (non-members: the rest of the training split), with their synthetic sets."""
-    s = ctx.settings
-    n = s.privacy_max_images or None
-    out = {'full': audit_membership(ctx.model_dir, ctx.synthetic, n, s, seed=s.seed, progress=progress)}
-    out['full']['over_steps'] = audit_over_steps(ctx.model_dir, n, s, seed=s.seed)      # every checkpoint the trainer kept
-    write_card(ctx.model_dir, metrics=ctx.metrics, classify_dir=ctx.run_dir/'classify_synthetic', privacy=out['full'])
-    if runs_scarce(s, ctx.dataset, ctx.loss):
-        for f in scarce_fractions(s):
-            for k in subset_draws(s):
-                fd = scarce_dir(ctx.run_dir, f, k)
-                out[f'frac-{f:g}/draw-{k}'] = dict(audit_membership(fd/GENERATOR, fd/SYNTHETIC, n, s, seed=s.seed, progress=progress), draw=k)
-                write_card(fd/GENERATOR, quality=fd/QUALITY, privacy=out[f'frac-{f:g}/draw-{k}'])
-    save_json(out, ctx.run_dir/PRIVACY)
-    return out
-
-STAGE_FUNCS = dict(real=stage_real, train=stage_train, sample=stage_sample, evaluate=stage_evaluate, classify=stage_classify,
-                   scarce=stage_scarce, privacy=stage_privacy)
-
-def _have(ctx, stage) -> bool:
-    "Does `stage`'s output already exist?"
-    if stage == 'real': return (ctx.real_model/METRICS).exists()
-    if stage == 'train':
-        try: resolve_checkpoint(ctx.model_dir); return True
-        except Exception: return False
-    if stage == 'sample': return ctx.synthetic.exists()
-    if stage == 'evaluate': return ctx.metrics.exists()
-    if stage == 'privacy': return (ctx.run_dir/PRIVACY).exists()
-    if stage == 'scarce':           # done, or not run for this data set
-        s = ctx.settings
-        if not runs_scarce(s, ctx.dataset, ctx.loss): return True
-        return all((scarce_dir(ctx.run_dir, f, k)/METRICS).exists() for f in scarce_fractions(s) for k in subset_draws(s))
-    return (ctx.run_dir/'fidelity.json').exists()
-
-def ensure(ctx:StageContext, stage:str) -> list:
-    "Run the stages `stage` depends on whose output is missing (for a notebook run on its own); return their names."
-    needs = dict(real=[], train=[], sample=['train'], evaluate=['train', 'sample'], classify=['real', 'train', 'sample'], scarce=[],
-                 privacy=['train', 'sample', 'scarce'])[stage]
-    ran = []
-    for st in needs:
-        if not _have(ctx, st): STAGE_FUNCS[st](ctx); ran.append(st)
-    return ran
 
 # %% ../nbs/06_study.ipynb #4879f525
 def study_cli(argv:list|None=None):

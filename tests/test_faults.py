@@ -20,7 +20,7 @@ FLAG = "breastmnist"
 
 STAGES = """
 import sys
-from medsyn.study import context, stage_train, stage_sample
+from medsyn.stages import context, stage_train, stage_sample
 ctx = context('breastmnist', 'l2', 'smoke', run_dir=sys.argv[1])
 for st in sys.argv[2].split(','): dict(train=stage_train, sample=stage_sample)[st](ctx)
 """
