@@ -6,7 +6,7 @@ Docs: https://medsyn.github.io/medsyn/classify.html.md"""
 
 # %% ../nbs/04_classify.ipynb #1bdf6c94
 from __future__ import annotations
-import argparse, json, math, os, shutil, sys, tempfile, time
+import argparse, math, os, shutil, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -226,7 +226,7 @@ def train_classifier(train_ds:MedMNISTSplit, val_ds:MedMNISTSplit, arch:str, set
                      progress:bool=True, input_size:int|None=None, augment=None):
     "Train `arch` on `train_ds` with the MedMNIST v2 recipe (`augment`: a batch transform, e.g. `classical_augmentation`); keep the epoch with the best real-validation AUC. Returns (model, history)."
     s = settings or load_settings()
-    task = task_kind(train_ds.info['task'])
+    task_kind(train_ds.info['task'])                  # refuses a multi-label task before anything is built
     device = get_device(s.device) if device is None else torch.device(device)
     if len(train_ds) < 2: raise MedsynError(f"need at least 2 training images, got {len(train_ds)}")
     if train_ds.images.shape[1:] != val_ds.images.shape[1:]:

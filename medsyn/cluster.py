@@ -12,8 +12,7 @@ from pathlib import Path
 
 import submitit
 import torch
-from . import __version__
-from .core import MedsynError, save_json, load_json
+from .core import MedsynError
 
 # %% auto #0
 __all__ = ['READS_BASELINE', 'pid_alive', 'lock_info', 'LockHeld', 'RunLock', 'sweep_partial', 'cell_waits', 'run_cells_threads',
@@ -124,7 +123,7 @@ class RunLock:
                 if (self.read() or {}).get('token') != token: return
                 try: os.utime(self.path)
                 except OSError: return
-        threading.Thread(target=beat, daemon=True, name=f'medsyn-lock-beat').start()
+        threading.Thread(target=beat, daemon=True, name='medsyn-lock-beat').start()
 
     def release(self):
         "Stop the heartbeat; remove the lock if it is still ours."

@@ -6,15 +6,13 @@ Docs: https://medsyn.github.io/medsyn/diffusion.html.md"""
 
 # %% ../nbs/02_diffusion.ipynb #582537b3
 from __future__ import annotations
-import csv, io, json, math, os, shutil, signal, sys, tempfile
+import csv, io, math, os, shutil, sys, tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 import pandas as pd
-import matplotlib.pyplot as plt
 from diffusers import DDPMScheduler
 from .core import MedsynError, LOSSES, save_json, fault_point
 from .runs import LOSS_LOG, RECORD

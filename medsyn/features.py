@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import pandas as pd
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3, URL_INCEPTION_V3
 from tqdm.auto import tqdm
 from .core import MedsynError, load_settings, atomic_path, cache_dir, get_device, fault_point, resolve_precision
-from .data import MedMNISTSplit, load_medmnist, file_digest
+from .data import MedMNISTSplit, file_digest
 
 # %% auto #0
 __all__ = ['FID_WEIGHTS_ENV', 'HUB_FILES', 'FID_HELPER', 'CONVERTED_FILE', 'CONVERTED_FINGERPRINT', 'TAPS', 'FEATURE_VERSION',

@@ -6,7 +6,7 @@ Docs: https://medsyn.github.io/medsyn/metrics.html.md"""
 
 # %% ../nbs/03_metrics.ipynb #5dde4d68
 from __future__ import annotations
-import argparse, contextlib, importlib.util, io, sys
+import argparse, sys
 from pathlib import Path
 
 import numpy as np

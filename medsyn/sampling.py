@@ -6,15 +6,12 @@ Docs: https://medsyn.github.io/medsyn/sampling.html.md"""
 
 # %% ../nbs/02b_sampling.ipynb #ec9e973b
 from __future__ import annotations
-import argparse, contextlib, io, json, os, shutil, tempfile, time, warnings
+import argparse, time, warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-import pandas as pd
-import matplotlib.pyplot as plt
 import diffusers
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm

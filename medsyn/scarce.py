@@ -14,9 +14,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-import matplotlib.pyplot as plt
 from scipy import stats
-from .core import MedsynError, load_settings, load_json, save_json, run_record, atomic_path, DATASETS_2D
+from .core import MedsynError, load_json, save_json, run_record, atomic_path, DATASETS_2D
 from .stats import fmt_ci, mean_ci
 from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs, AUDIT, QUALITY, SYNTHETIC, GENERATOR, RECORD
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,

@@ -6,18 +6,15 @@ Docs: https://medsyn.github.io/medsyn/training.html.md"""
 
 # %% ../nbs/02a_training.ipynb #91d899ba
 from __future__ import annotations
-import argparse, contextlib, csv, json, math, os, random, signal, tempfile, threading, time
+import argparse, contextlib, csv, math, random, signal, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-import pandas as pd
 import matplotlib.pyplot as plt
-import diffusers
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
