@@ -20,7 +20,7 @@ from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, 
                          atomic_path, save_json, load_json, fault_point, autocast, compiled, fast_optimizer_kwargs)
 from .data import (MedMNISTSplit, load_medmnist, medmnist_info, to_tensor, subsample, check_conditioning, concat, draw_indices,
                          load_synthetic)
-from .runs import METRICS
+from .runs import METRICS, FIDELITY
 
 # %% auto #0
 __all__ = ['DEFAULT_INPUT_SIZE', 'MIN_INPUT_SIZE', 'check_arch', 'weights_file', 'imagenet_state', 'Classifier', 'small_cnn',
@@ -460,9 +460,9 @@ def classify_cli(argv:list|None=None):
         if not a.classifier: raise MedsynError("--fidelity-of needs --classifier DIR (a real-trained classifier folder)")
         res = class_fidelity(a.classifier, a.fidelity_of, s)
         if a.dataset and a.dataset != res['flag']: raise MedsynError(f"--dataset {a.dataset} but the model is for {res['flag']}")
-        save_json(res, Path(a.out)/'fidelity.json')
+        save_json(res, Path(a.out)/FIDELITY)
         print(f"class fidelity of {a.fidelity_of}: F1 {res['f1_macro']:.3f}, AUC {res['auc']:.3f} "
-              f"(real test: F1 {res['real_test']['f1_macro']:.3f}, AUC {res['real_test']['auc']:.3f}); wrote {Path(a.out)/'fidelity.json'}")
+              f"(real test: F1 {res['real_test']['f1_macro']:.3f}, AUC {res['real_test']['auc']:.3f}); wrote {Path(a.out)/FIDELITY}")
         return 0
     if not a.dataset or not a.regime: raise MedsynError("--dataset and --regime are required (or --fidelity-of with --classifier)")
     res = classify(a.dataset, a.regime, a.out, a.synthetic, a.arch, None, s, not a.quiet, a.input_size, a.n_synthetic)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core import MedsynError, load_json, DATASETS_2D
-from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE, GENERATOR, RECORD
+from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE, GENERATOR, RECORD, FIDELITY, REAL_CLASSIFIERS
 from .denoisers import parse_model
 from .diffusion import read_loss_csv
 from .privacy import collect_dp
@@ -46,7 +46,7 @@ def collect(runs_root) -> dict:
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
     T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'privacy', 'privacy_steps', 'files', 'missing')}
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D):
-        real = read_if_exists(ds/'real'/'classify_real'/METRICS)
+        real = read_if_exists(ds/'real'/REAL_CLASSIFIERS/METRICS)
         if real: T['downstream'] += cells_table(real, ds.name, None, 'real')
         else: T['missing'].append(f"{ds.name}/real")
         for run in loss_run_dirs(ds):                # extra backbones: collect_backbones
@@ -76,7 +76,7 @@ def collect(runs_root) -> dict:
             for reg in ('synthetic', 'mixed'):   # the scarce-data experiment has its own tables (medsyn.scarce)
                 cm = read_if_exists(run/f'classify_{reg}'/METRICS)
                 if cm: T['downstream'] += cells_table(cm, d, l, reg)
-            f = read_if_exists(run/'fidelity.json')
+            f = read_if_exists(run/FIDELITY)
             if f: T['fidelity'].append(dict(dataset=d, loss=l, f1_macro=f['f1_macro'], auc=f['auc'], acc=f.get('acc')))
             pv = read_if_exists(run/PRIVACY)
             for r in (pv or {}).get('full', {}).get('over_steps', []): T['privacy_steps'].append(dict(dataset=d, loss=l, **r))
@@ -112,7 +112,7 @@ def backbone_row(run, dataset:str, loss:str) -> dict|None:
     r.update(kid=m['kid']['mean'], kid_floor=m['kid']['floor_mean'], **{k: m['prdc'][k] for k in ('precision', 'recall', 'density', 'coverage')})
     c = read_if_exists(run/'classify_synthetic'/METRICS)
     if c: r.update(tstr_acc=c['cells'][0]['mean']['acc'], tstr_auc=c['cells'][0]['mean']['auc'], tstr_seeds=len(c['cells'][0]['per_seed']))
-    f = read_if_exists(run/'fidelity.json')
+    f = read_if_exists(run/FIDELITY)
     if f: r.update(fidelity_f1=f['f1_macro'], fidelity_auc=f['auc'])
     if (run/GENERATOR/LOSS_LOG).exists():
         ips = read_loss_csv(run/GENERATOR)['images_per_s'].iloc[1:]     # the first window includes start-up

@@ -126,7 +126,7 @@ def read_loss_csv(run) -> 'pd.DataFrame':
     """The loss log of run folder `run` as a DataFrame. A last row cut short (the run was killed while writing it) is left out
     with a warning; any other damage is refused: a damaged log is never plotted or averaged."""
     p = Path(run)/LOSS_LOG
-    if not p.exists(): raise MedsynError(f"{p} not found: `run` must be a training run folder (config.json, loss.csv, checkpoints/)")
+    if not p.exists(): raise MedsynError(f"{p} not found: `run` must be a training run folder ({RECORD}, {LOSS_LOG}, checkpoints/)")
     text = p.read_text()
     lines = text.splitlines()
     head = next(csv.reader(lines[:1]), [])

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_curve, roc_auc_score
 from tqdm.auto import tqdm
 from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D
 from .stats import fmt_pm
-from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY, GENERATOR, RECORD
+from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY, GENERATOR, RECORD, REAL_CLASSIFIERS
 from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
 from .diffusion import checkpoints
@@ -42,7 +42,7 @@ def membership_sets(model_dir, n_max:int|None=None, seed:int=0) -> dict:
     "Members (the generator's training images) and as many non-members of the same class mix that it never saw; with their ids."
     cfg = load_json(Path(model_dir)/RECORD)
     seen, s = cfg.get('real_images'), cfg['settings']
-    if not seen: raise MedsynError(f"{model_dir}/config.json does not record which real images the generator saw")
+    if not seen: raise MedsynError(f"{model_dir}/{RECORD} does not record which real images the generator saw")
     flag, size, data_dir = cfg['flag'], s['image_size'], s.get('data_dir') or None
     tr = load_medmnist(flag, 'train', size, data_dir)
     m_idx = np.arange(len(tr)) if seen.get('indices') is None else np.asarray(seen['indices'])
@@ -350,7 +350,7 @@ def collect_dp(runs_root) -> tuple:
     for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D):
         private = dp_run_dirs(ds)
         if not private: continue
-        real = ds/'real'/'classify_real'/METRICS
+        real = ds/'real'/REAL_CLASSIFIERS/METRICS
         real_auc = float(np.mean([v['auc'] for v in load_json(real)['cells'][0]['per_seed'].values()])) if real.exists() else None
         for cell in list(dict.fromkeys([ds/p.name for p in private if (ds/p.name).is_dir()])) + private:   # ε = ∞ first
             subs = scarce_dirs(cell)

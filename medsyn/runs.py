@@ -13,8 +13,8 @@ from .core import MedsynError, MODELS, MODEL_SIZES, save_json, load_json
 
 # %% auto #0
 __all__ = ['METRICS', 'SYNTHETIC', 'LOSS_LOG', 'AUDIT_ARRAYS', 'PRIVACY', 'AUDIT', 'QUALITY', 'CARD', 'GENERATOR', 'RECORD',
-           'DONE', 'SCARCE', 'DP_PREFIX', 'RUNS_FORMAT', 'RUNS_MARKER', 'loss_run_dirs', 'backbone_run_dirs',
-           'dp_cell_name', 'dp_run_dirs', 'scarce_dir', 'scarce_dirs', 'check_runs_format']
+           'DONE', 'FIDELITY', 'REAL_CLASSIFIERS', 'SCARCE', 'DP_PREFIX', 'RUNS_FORMAT', 'RUNS_MARKER', 'loss_run_dirs',
+           'backbone_run_dirs', 'dp_cell_name', 'dp_run_dirs', 'scarce_dir', 'scarce_dirs', 'check_runs_format']
 
 # %% ../nbs/00b_runs.ipynb #f016c738
 METRICS = 'metrics.json'              # what a stage (or a scarce-data draw) measured
@@ -29,6 +29,8 @@ GENERATOR = 'model'                   # a cell's (or a scarce-data draw's) gener
 RECORD = 'config.json'                # a generator's training record (settings, images seen, resumes, DP); not diffusers' file
                                       # of the same name inside a saved denoiser (unet/, unet_ema/: diffusers.utils.CONFIG_NAME)
 DONE = 'DONE.json'                    # every stage of a cell finished
+FIDELITY = 'fidelity.json'            # do a cell's synthetic images keep their class? judged by the baseline's classifier
+REAL_CLASSIFIERS = 'classify_real'    # a data set's baseline classifiers, trained on all its real training images (<dataset>/real/)
 SCARCE = 'scarce'                     # a cell's scarce-data experiment (nbs/09_scarce.ipynb)
 DP_PREFIX = 'dp-eps'                  # dp-eps<epsilon>/<loss>: a private generator's cell (nbs/12_dp.ipynb)
 

@@ -294,7 +294,7 @@ def check_leak(fdir, real_digest:str|None=None) -> dict:
     "Raise unless the generator in `fdir` (a `draw-<k>` folder) saw exactly the real images of every classifier row there (and `real_digest`)."
     fdir = Path(fdir)
     cfg = fdir/GENERATOR/RECORD
-    if not cfg.exists(): raise MedsynError(f"{fdir} has no generator record ({GENERATOR}/config.json): cannot check what it saw")
+    if not cfg.exists(): raise MedsynError(f"{fdir} has no generator record ({GENERATOR}/{RECORD}): cannot check what it saw")
     seen = load_json(cfg).get('real_images')
     if not seen or not seen.get('digest'): raise MedsynError(f"{cfg} does not record which real images the generator saw")
     rows = load_json(fdir/METRICS)['rows'] if (fdir/METRICS).exists() else []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core import load_settings, repo_root, save_json
-from .runs import scarce_dir, METRICS, PRIVACY, QUALITY, SYNTHETIC, GENERATOR
+from .runs import scarce_dir, METRICS, PRIVACY, QUALITY, SYNTHETIC, GENERATOR, FIDELITY, REAL_CLASSIFIERS
 from .diffusion import resolve_checkpoint
 from .training import train_or_resume
 from .sampling import sample
@@ -42,7 +42,7 @@ class StageContext:
     @property
     def metrics(self): return self.run_dir/METRICS
     @property
-    def real_model(self): return self.real_dir/'classify_real'
+    def real_model(self): return self.real_dir/REAL_CLASSIFIERS
 
 def context(dataset:str, loss:str|None=None, preset:str='smoke', run_dir=None, overrides:dict|None=None, real_dir=None) -> StageContext:
     "A `StageContext` from a study notebook's parameters (folders default to `runs/<preset>/<dataset>/<loss>`)."
@@ -81,7 +81,7 @@ def stage_classify(ctx:StageContext) -> dict:
     out['mixed'] = classify(ctx.dataset, 'mixed', out=ctx.run_dir/'classify_mixed', synthetic=syn, settings=s)
     real_seed = ctx.real_model/f'seed-{s.seeds[0]}'
     out['fidelity'] = class_fidelity(real_seed, syn, settings=s)
-    save_json(out['fidelity'], ctx.run_dir/'fidelity.json')   # it carries its run record
+    save_json(out['fidelity'], ctx.run_dir/FIDELITY)   # it carries its run record
     out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/'lime', compare_dir=ctx.run_dir/'classify_synthetic'/f'seed-{s.seeds[0]}',
                           settings=s, seed=s.seed, names=('trained on real', f'trained on synthetic ({ctx.loss})'))
     return out
@@ -125,7 +125,7 @@ def _have(ctx, stage) -> bool:
         s = ctx.settings
         if not runs_scarce(s, ctx.dataset, ctx.loss): return True
         return all((scarce_dir(ctx.run_dir, f, k)/METRICS).exists() for f in scarce_fractions(s) for k in subset_draws(s))
-    return (ctx.run_dir/'fidelity.json').exists()
+    return (ctx.run_dir/FIDELITY).exists()
 
 NEEDS = dict(real=[], train=[], sample=['train'], evaluate=['train', 'sample'], classify=['real', 'train', 'sample'], scarce=[],
              privacy=['train', 'sample', 'scarce'])     # what each stage reads, in the order they run

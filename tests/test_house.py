@@ -86,7 +86,7 @@ def test_shared_file_names_are_spelled_once():
     runs = ast.parse((LIB / "runs.py").read_text())
     names = {n.value.value for n in runs.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
              and isinstance(n.value.value, str) and "." in n.value.value}
-    assert {"metrics.json", "synthetic.npz", "loss.csv", "privacy.json", "DONE.json", "card.json", "config.json"} <= names
+    assert {"metrics.json", "synthetic.npz", "loss.csv", "privacy.json", "DONE.json", "card.json", "config.json", "fidelity.json"} <= names
     bad = [f"{name}:{n.lineno} {n.value!r}" for name, tree in _sources()
            for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names]
     assert not bad, "spell these through medsyn.runs' constants: " + ", ".join(bad)
