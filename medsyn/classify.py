@@ -20,7 +20,7 @@ from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, 
                          atomic_path, save_json, load_json, fault_point, autocast, compiled, fast_optimizer_kwargs)
 from .data import (MedMNISTSplit, load_medmnist, medmnist_info, to_tensor, subsample, check_conditioning, concat, draw_indices,
                          load_synthetic)
-from .runs import METRICS, FIDELITY
+from .runs import METRICS, FIDELITY, PREDICTIONS
 
 # %% auto #0
 __all__ = ['DEFAULT_INPUT_SIZE', 'MIN_INPUT_SIZE', 'check_arch', 'weights_file', 'imagenet_state', 'Classifier', 'small_cnn',
@@ -388,7 +388,7 @@ def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, s
                    label_names=info['label_names'], task=info['task'], cells=list(cells.values()),
                    run_record=run_record(s, seeds=seeds, regime=regime, dataset=dataset, arch=arch))
         res.update(mean=res['cells'][0]['mean'], std=res['cells'][0]['std'])
-        with atomic_path(stage/'predictions.npz') as t: np.savez(t, **preds)
+        with atomic_path(stage/PREDICTIONS) as t: np.savez(t, **preds)
         save_json(res, stage/METRICS)
         _publish(stage, out)
     except BaseException:

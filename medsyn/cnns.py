@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .core import MedsynError, load_settings, load_json, split_overrides, DATASETS_2D
 from .stats import mean_ci, fmt_ci, fmt_pm
-from .runs import scarce_dir, METRICS, scarce_dirs, check_runs_format, SYNTHETIC
+from .runs import scarce_dir, classifiers_dir, METRICS, scarce_dirs, check_runs_format, SYNTHETIC
 from .classify import classify, DEFAULT_INPUT_SIZE, check_arch
 from .scarce import run_arms, REAL_ARMS, SYN_ARMS, ARMS
 from .tables import ARCH_NAMES, write_table
@@ -58,7 +58,7 @@ def run_cnns(runs_root, s, archs=None, progress:bool=True) -> dict:
     for d, ds, cell, a in tqdm(jobs, desc='medsyn cnns', disable=not progress):
         ad, isz = cnn_dir(ds, a), cnn_input(a, s)
         for regime, syn in (('real', None), ('synthetic', cell/SYNTHETIC)):
-            o = ad/f'classify_{regime}'
+            o = ad/classifiers_dir(regime)
             if not (o/METRICS).exists():
                 classify(d, regime, out=o, synthetic=syn, arch=a, settings=s, progress=False, input_size=isz)
         for f in s.cnn_fractions:
@@ -80,7 +80,7 @@ def collect_cnns(runs_root) -> pd.DataFrame:
     for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D and (p/'cnns').is_dir()):
         for ad in sorted(p for p in (ds/'cnns').iterdir() if p.is_dir()):
             for regime in ('real', 'synthetic'):
-                m = ad/f'classify_{regime}'/METRICS
+                m = ad/classifiers_dir(regime)/METRICS
                 if m.exists():
                     for seed, auc in _aucs(load_json(m)).items():
                         rows.append(dict(dataset=ds.name, arch=ad.name, fraction=1.0, draw=-1, arm=regime, ratio=0.0, seed=seed, auc=auc))

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .core import MedsynError, load_json, DATASETS_2D
-from .runs import loss_run_dirs, backbone_run_dirs, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE, GENERATOR, RECORD, FIDELITY, REAL_CLASSIFIERS
+from .runs import (loss_run_dirs, backbone_run_dirs, classifiers_dir, METRICS, AUDIT_ARRAYS, LOSS_LOG, PRIVACY, SYNTHETIC, DONE,
+    GENERATOR, RECORD, FIDELITY, REAL_CLASSIFIERS, REAL_CELL, GRID, CLOSEST, EXPLANATIONS, EXPLAIN)
+from .data import sidecar_path
 from .denoisers import parse_model
 from .diffusion import read_loss_csv
 from .privacy import collect_dp
@@ -46,7 +48,7 @@ def collect(runs_root) -> dict:
     if not runs_root.is_dir(): raise MedsynError(f"no runs in {runs_root}: run `medsyn study` first")
     T = {k: [] for k in ('loss_log', 'fid', 'kid', 'prdc', 'memo', 'memo_images', 'downstream', 'fidelity', 'lime', 'privacy', 'privacy_steps', 'files', 'missing')}
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D):
-        real = read_if_exists(ds/'real'/REAL_CLASSIFIERS/METRICS)
+        real = read_if_exists(ds/REAL_CELL/REAL_CLASSIFIERS/METRICS)
         if real: T['downstream'] += cells_table(real, ds.name, None, 'real')
         else: T['missing'].append(f"{ds.name}/real")
         for run in loss_run_dirs(ds):                # extra backbones: collect_backbones
@@ -74,7 +76,7 @@ def collect(runs_root) -> dict:
                         for sp in ('pixel', 'inception'):
                             T['memo_images'].append(pd.DataFrame(dict(dataset=d, loss=l, space=sp, ratio=z[f'{sp}_ratio'])))
             for reg in ('synthetic', 'mixed'):   # the scarce-data experiment has its own tables (medsyn.scarce)
-                cm = read_if_exists(run/f'classify_{reg}'/METRICS)
+                cm = read_if_exists(run/classifiers_dir(reg)/METRICS)
                 if cm: T['downstream'] += cells_table(cm, d, l, reg)
             f = read_if_exists(run/FIDELITY)
             if f: T['fidelity'].append(dict(dataset=d, loss=l, f1_macro=f['f1_macro'], auc=f['auc'], acc=f.get('acc')))
@@ -86,9 +88,10 @@ def collect(runs_root) -> dict:
                                              reported=au['n_reported'][0], attack=atk, auc=r['auc'], auc_low=r['auc_low'], auc_high=r['auc_high'],
                                              tpr_1pct=r['tpr_at_1pct_fpr'], tpr_0_1pct=r['tpr_at_0_1pct_fpr'], timestep=r.get('timestep'),
                                              verdict=r['verdict'], fpr=r['fpr'], tpr=r['tpr']))
-            lm = read_if_exists(run/'lime'/'explain.json')
+            lm = read_if_exists(run/EXPLANATIONS/EXPLAIN)
             if lm: T['lime'].append(dict(dataset=d, loss=l, lime_iou=lm['mean_iou'], lime_random_iou=lm['baseline']['random_iou'], lime_images=lm['n']))
-            T['files'].append(dict(dataset=d, loss=l, grid=run/'grid.png', closest=run/'metrics_closest.png', lime=sorted((run/'lime').glob('*.png')) if (run/'lime').exists() else [],
+            T['files'].append(dict(dataset=d, loss=l, grid=run/GRID, closest=run/CLOSEST,
+                                   lime=sorted((run/EXPLANATIONS).glob('*.png')) if (run/EXPLANATIONS).exists() else [],
                                    synthetic=run/SYNTHETIC))
     sc = collect_scarce(runs_root)     # runs the leak checks on every subset generator and across draws
     T['dp'], T['dp_audits'] = collect_dp(runs_root)
@@ -110,14 +113,14 @@ def backbone_row(run, dataset:str, loss:str) -> dict|None:
     for f, x in m['fid'].items():
         r.update({f'fid{f}': x['value'], f'fid{f}_low': x['ci_low'], f'fid{f}_high': x['ci_high'], f'floor{f}': x['floor']['value']})
     r.update(kid=m['kid']['mean'], kid_floor=m['kid']['floor_mean'], **{k: m['prdc'][k] for k in ('precision', 'recall', 'density', 'coverage')})
-    c = read_if_exists(run/'classify_synthetic'/METRICS)
+    c = read_if_exists(run/classifiers_dir('synthetic')/METRICS)
     if c: r.update(tstr_acc=c['cells'][0]['mean']['acc'], tstr_auc=c['cells'][0]['mean']['auc'], tstr_seeds=len(c['cells'][0]['per_seed']))
     f = read_if_exists(run/FIDELITY)
     if f: r.update(fidelity_f1=f['f1_macro'], fidelity_auc=f['auc'])
     if (run/GENERATOR/LOSS_LOG).exists():
         ips = read_loss_csv(run/GENERATOR)['images_per_s'].iloc[1:]     # the first window includes start-up
         r.update(train_img_s=float(ips.median()) if len(ips) else np.nan, device=cfg.get('device'))
-    side = read_if_exists(run/'synthetic.json')
+    side = read_if_exists(sidecar_path(run/SYNTHETIC))
     if side: r.update(sample_img_s=side['images_per_s'], sampler=f"{side['sampler']}-{side['steps']}")
     return r
 

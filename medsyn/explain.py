@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .core import MedsynError, load_settings, split_overrides, get_device, run_record, save_json, atomic_path, fault_point
 from .data import load_medmnist, save_figure
 from .classify import load_classifier, predict
+from .runs import EXPLAIN
 
 # %% auto #0
 __all__ = ['SLIC_COMPACTNESS', 'SLIC_SIGMA', 'segmenter', 'classifier_fn', 'explain_image', 'top_mask', 'iou', 'random_iou',
@@ -146,7 +147,7 @@ def explain(clf_dir, dataset:str, out, compare_dir=None, n:int|None=None, settin
                      ' for the true class' if target == 'label' else " for each model's predicted class")
     with atomic_path(out/'explanations.npz') as t: np.savez_compressed(t, **arrays)
     save_figure(fig, out/f"lime_{dataset}.png")
-    save_json(res, out/'explain.json')
+    save_json(res, out/EXPLAIN)
     return res
 
 # %% ../nbs/05_explain.ipynb #029a3b1d
@@ -171,5 +172,5 @@ def explain_cli(argv:list|None=None):
     if res['mean_iou'] is not None:
         print(f"{a.dataset}: mean top-{s.lime_top_k} superpixel IoU {res['mean_iou']:.3f} over {res['n']} images "
               f"(random baseline {res['baseline']['random_iou']:.3f}, self 1.0)")
-    print(f"wrote {Path(a.out)/('lime_' + a.dataset + '.png')} and {Path(a.out)/'explain.json'}")
+    print(f"wrote {Path(a.out)/('lime_' + a.dataset + '.png')} and {Path(a.out)/EXPLAIN}")
     return 0

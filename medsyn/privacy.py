@@ -19,10 +19,10 @@ from sklearn.metrics import roc_curve, roc_auc_score
 from tqdm.auto import tqdm
 from .core import MedsynError, load_settings, load_json, save_json, atomic_path, run_record, DATASETS_2D
 from .stats import fmt_pm
-from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY, GENERATOR, RECORD, REAL_CLASSIFIERS
+from .runs import dp_run_dirs, scarce_dirs, CARD, METRICS, PRIVACY, GENERATOR, RECORD, REAL_CLASSIFIERS, REAL_CELL
 from .data import MedMNISTSplit, load_medmnist, to_tensor, load_npz, draw_indices
 from .dp import epsilon_lower_bound, roc_bound
-from .diffusion import checkpoints
+from .diffusion import checkpoints, MARKER
 from .sampling import load_model
 from .metrics import nearest_neighbours
 
@@ -268,7 +268,7 @@ def generator_card(model_dir, metrics=None, classify_dir=None, privacy=None, qua
     model_dir = Path(model_dir)
     cfg = load_json(model_dir/RECORD)
     cks = checkpoints(model_dir)
-    last = load_json(cks[-1]/'medsyn.json') if cks else {}
+    last = load_json(cks[-1]/MARKER) if cks else {}
     st, seen = cfg.get('settings', {}), cfg.get('real_images', {})
     card = dict(generator=str(model_dir), dataset=cfg.get('flag'), label_names=cfg.get('label_names'),
                 trained_on=dict(split=seen.get('split'), fraction=seen.get('fraction'), n=seen.get('n'), digest=seen.get('digest')),
@@ -350,7 +350,7 @@ def collect_dp(runs_root) -> tuple:
     for ds in sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in DATASETS_2D):
         private = dp_run_dirs(ds)
         if not private: continue
-        real = ds/'real'/REAL_CLASSIFIERS/METRICS
+        real = ds/REAL_CELL/REAL_CLASSIFIERS/METRICS
         real_auc = float(np.mean([v['auc'] for v in load_json(real)['cells'][0]['per_seed'].values()])) if real.exists() else None
         for cell in list(dict.fromkeys([ds/p.name for p in private if (ds/p.name).is_dir()])) + private:   # ε = ∞ first
             subs = scarce_dirs(cell)

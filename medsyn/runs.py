@@ -13,7 +13,8 @@ from .core import MedsynError, MODELS, MODEL_SIZES, save_json, load_json
 
 # %% auto #0
 __all__ = ['METRICS', 'SYNTHETIC', 'LOSS_LOG', 'AUDIT_ARRAYS', 'PRIVACY', 'AUDIT', 'QUALITY', 'CARD', 'GENERATOR', 'RECORD',
-           'DONE', 'FIDELITY', 'REAL_CLASSIFIERS', 'SCARCE', 'DP_PREFIX', 'RUNS_FORMAT', 'RUNS_MARKER', 'loss_run_dirs',
+           'DONE', 'FIDELITY', 'GRID', 'CLOSEST', 'PREDICTIONS', 'EXPLANATIONS', 'EXPLAIN', 'STUDY_RECORD', 'REAL_CELL',
+           'SCARCE', 'DP_PREFIX', 'REAL_CLASSIFIERS', 'RUNS_FORMAT', 'RUNS_MARKER', 'classifiers_dir', 'loss_run_dirs',
            'backbone_run_dirs', 'dp_cell_name', 'dp_run_dirs', 'scarce_dir', 'scarce_dirs', 'check_runs_format']
 
 # %% ../nbs/00b_runs.ipynb #f016c738
@@ -30,14 +31,26 @@ RECORD = 'config.json'                # a generator's training record (settings,
                                       # of the same name inside a saved denoiser (unet/, unet_ema/: diffusers.utils.CONFIG_NAME)
 DONE = 'DONE.json'                    # every stage of a cell finished
 FIDELITY = 'fidelity.json'            # do a cell's synthetic images keep their class? judged by the baseline's classifier
-REAL_CLASSIFIERS = 'classify_real'    # a data set's baseline classifiers, trained on all its real training images (<dataset>/real/)
+GRID = 'grid.png'                     # a generator's samples, a row per class (nbs/02b_sampling.ipynb)
+CLOSEST = 'metrics_closest.png'       # the copy audit's closest synthetic-training pairs, beside AUDIT_ARRAYS
+PREDICTIONS = 'predictions.npz'       # a classifier stage's scores on the real test split (nbs/04_classify, nbs/09_scarce)
+EXPLANATIONS = 'lime'                 # a cell's LIME explanations of its real- and synthetic-trained classifiers (nbs/05_explain)
+EXPLAIN = 'explain.json'              # what the explanations found: per-image top-k superpixel IoU and its baselines
+STUDY_RECORD = 'study.json'           # runs/<preset>/study.json: the last command that ran cells (the report's time line)
+REAL_CELL = 'real'                    # a data set's real-data cell, <dataset>/real/: its baseline classifiers
 SCARCE = 'scarce'                     # a cell's scarce-data experiment (nbs/09_scarce.ipynb)
 DP_PREFIX = 'dp-eps'                  # dp-eps<epsilon>/<loss>: a private generator's cell (nbs/12_dp.ipynb)
 
 # %% ../nbs/00b_runs.ipynb #b585201a
+def classifiers_dir(regime:str) -> str:
+    "The folder of a cell's classifiers trained in `regime` (real, synthetic or mixed): `classify_<regime>`."
+    return f'classify_{regime}'
+
+REAL_CLASSIFIERS = classifiers_dir('real')   # a data set's baseline classifiers, on all its real training images (<dataset>/real/)
+
 def loss_run_dirs(dataset_dir) -> list:
     "The loss-cell folders of `runs/<preset>/<dataset>/` (the preset's own denoiser), sorted: not `real/`, not extra-backbone or private cells."
-    return sorted(p for p in Path(dataset_dir).iterdir() if p.is_dir() and p.name != 'real' and p.name not in MODELS + MODEL_SIZES
+    return sorted(p for p in Path(dataset_dir).iterdir() if p.is_dir() and p.name != REAL_CELL and p.name not in MODELS + MODEL_SIZES
                   and not p.name.startswith(DP_PREFIX))
 
 def backbone_run_dirs(dataset_dir) -> list:

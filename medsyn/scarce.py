@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from scipy import stats
 from .core import MedsynError, load_json, save_json, run_record, atomic_path, DATASETS_2D
 from .stats import fmt_ci, mean_ci
-from .runs import DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs, AUDIT, QUALITY, SYNTHETIC, GENERATOR, RECORD
+from .runs import (DP_PREFIX, dp_run_dirs, loss_run_dirs, METRICS, scarce_dir, scarce_dirs, AUDIT, QUALITY, SYNTHETIC, GENERATOR,
+    RECORD, PREDICTIONS, REAL_CELL)
 from .data import (load_medmnist, load_npz, medmnist_info, subset_indices, indices_digest, classical_augmentation, MedMNISTSplit,
                          write_synthetic, load_synthetic)
 from .diffusion import resolve_checkpoint
@@ -203,7 +204,7 @@ def run_arms(dataset:str, arms, fraction:float, draw:int, out, s, synthetic=None
     res = dict(dataset=dataset, fraction=fraction, draw=int(draw), arms=list(arms), real_digest=digest, n_real=len(sub), rows=rows,
                run_record=run_record(s, dataset=dataset, fraction=fraction, draw=int(draw), arms=list(arms)))
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out/'predictions.npz') as t: np.savez(t, labels=test.labels, **scores)
+    with atomic_path(out/PREDICTIONS) as t: np.savez(t, labels=test.labels, **scores)
     save_json(res, out/METRICS)
     return res
 
@@ -334,7 +335,7 @@ def collect_scarce(runs_root) -> dict:
     rows, gens = [], []
     for ds in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name in DATASETS_2D) if runs_root.is_dir() else []:
         real_digest = {}
-        for m in (d/METRICS for d in scarce_dirs(ds/'real') if (d/METRICS).exists()):
+        for m in (d/METRICS for d in scarce_dirs(ds/REAL_CELL) if (d/METRICS).exists()):
             r = load_json(m); real_digest[(r['fraction'], r['draw'])] = r['real_digest']
             rows += [dict(x, loss=None) for x in r['rows']]
         for cell in loss_run_dirs(ds) + dp_run_dirs(ds):        # private cells: loss 'l2, ε=1' (nbs/12_dp.ipynb)

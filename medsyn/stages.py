@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core import load_settings, repo_root, save_json
-from .runs import scarce_dir, METRICS, PRIVACY, QUALITY, SYNTHETIC, GENERATOR, FIDELITY, REAL_CLASSIFIERS
+from .runs import (scarce_dir, classifiers_dir, METRICS, PRIVACY, QUALITY, SYNTHETIC, GENERATOR, FIDELITY, REAL_CLASSIFIERS,
+    REAL_CELL, GRID, EXPLANATIONS)
 from .diffusion import resolve_checkpoint
 from .training import train_or_resume
 from .sampling import sample
@@ -50,8 +51,8 @@ def context(dataset:str, loss:str|None=None, preset:str='smoke', run_dir=None, o
     s = load_settings(preset, **overrides)
     if loss is not None: s = s.replace(loss=loss)
     base = repo_root()/'runs'/preset/dataset
-    run_dir = Path(run_dir) if run_dir else base/(loss or 'real')
-    real_dir = Path(real_dir) if real_dir else run_dir.parent/'real'
+    run_dir = Path(run_dir) if run_dir else base/(loss or REAL_CELL)
+    real_dir = Path(real_dir) if real_dir else run_dir.parent/REAL_CELL
     run_dir.mkdir(parents=True, exist_ok=True)
     return StageContext(dataset, loss, preset, run_dir, real_dir, overrides, s)
 
@@ -68,7 +69,7 @@ def stage_sample(ctx:StageContext):
     "Generate the cell's synthetic data set and its real-vs-synthetic grid."
     s = ctx.settings
     return sample(ctx.model_dir, s.samples_per_class, ctx.synthetic, sampler=s.sampler, steps=s.sample_steps, eta=s.eta,
-                  guidance=s.guidance, seed=s.seed, batch_size=s.sample_batch_size, grid=ctx.run_dir/'grid.png')
+                  guidance=s.guidance, seed=s.seed, batch_size=s.sample_batch_size, grid=ctx.run_dir/GRID)
 
 def stage_evaluate(ctx:StageContext) -> dict:
     "FID at every feature size, KID, PRDC and the memorisation audit of the synthetic set."
@@ -77,12 +78,12 @@ def stage_evaluate(ctx:StageContext) -> dict:
 def stage_classify(ctx:StageContext) -> dict:
     "Synthetic-only (TSTR) and mixed classifiers; class fidelity; LIME, real vs synthetic. (Scarce real data: `stage_scarce`.)"
     s, syn, out = ctx.settings, ctx.synthetic, {}
-    out['synthetic'] = classify(ctx.dataset, 'synthetic', out=ctx.run_dir/'classify_synthetic', synthetic=syn, settings=s)
-    out['mixed'] = classify(ctx.dataset, 'mixed', out=ctx.run_dir/'classify_mixed', synthetic=syn, settings=s)
+    out['synthetic'] = classify(ctx.dataset, 'synthetic', out=ctx.run_dir/classifiers_dir('synthetic'), synthetic=syn, settings=s)
+    out['mixed'] = classify(ctx.dataset, 'mixed', out=ctx.run_dir/classifiers_dir('mixed'), synthetic=syn, settings=s)
     real_seed = ctx.real_model/f'seed-{s.seeds[0]}'
     out['fidelity'] = class_fidelity(real_seed, syn, settings=s)
     save_json(out['fidelity'], ctx.run_dir/FIDELITY)   # it carries its run record
-    out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/'lime', compare_dir=ctx.run_dir/'classify_synthetic'/f'seed-{s.seeds[0]}',
+    out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/EXPLANATIONS, compare_dir=ctx.run_dir/classifiers_dir('synthetic')/f'seed-{s.seeds[0]}',
                           settings=s, seed=s.seed, names=('trained on real', f'trained on synthetic ({ctx.loss})'))
     return out
 
@@ -99,7 +100,7 @@ def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
     n = s.privacy_max_images or None
     out = {'full': audit_membership(ctx.model_dir, ctx.synthetic, n, s, seed=s.seed, progress=progress)}
     out['full']['over_steps'] = audit_over_steps(ctx.model_dir, n, s, seed=s.seed)      # every checkpoint the trainer kept
-    write_card(ctx.model_dir, metrics=ctx.metrics, classify_dir=ctx.run_dir/'classify_synthetic', privacy=out['full'])
+    write_card(ctx.model_dir, metrics=ctx.metrics, classify_dir=ctx.run_dir/classifiers_dir('synthetic'), privacy=out['full'])
     if runs_scarce(s, ctx.dataset, ctx.loss):
         for f in scarce_fractions(s):
             for k in subset_draws(s):

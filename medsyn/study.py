@@ -13,7 +13,7 @@ from pathlib import Path
 
 import papermill as pm
 from .core import MedsynError, load_settings, repo_root, save_json, run_record, split_overrides, atomic_path, kernel_config
-from .runs import dp_cell_name, check_runs_format, DONE, GENERATOR
+from .runs import dp_cell_name, check_runs_format, DONE, GENERATOR, REAL_CELL, STUDY_RECORD
 from .data import check_conditioning, medmnist_info
 from .denoisers import parse_model
 from .scarce import runs_scarce
@@ -46,7 +46,7 @@ class Cell:
     @property
     def name(self): return f"{self.dataset}/{self.variant + '/' if self.variant else ''}{self.loss or 'real'}"
     @property
-    def real_dir(self): return self.run_dir.parent.parent/'real' if self.variant else self.run_dir.parent/'real'
+    def real_dir(self): return self.run_dir.parent.parent/REAL_CELL if self.variant else self.run_dir.parent/REAL_CELL
     @property
     def stages(self):
         if self.loss is None: return BASELINE_STAGES + (('scarce',) if self.scarce else ())
@@ -89,7 +89,7 @@ def plan(preset:str='quick', datasets=None, losses=None, runs_dir='runs', settin
     datasets = s.datasets if datasets is None else load_settings(preset, datasets=datasets).datasets
     losses = s.losses if losses is None else load_settings(preset, losses=losses).losses
     root = Path(runs_dir)/preset
-    cells = [Cell(d, None, root/d/'real', runs_scarce(s, d)) for d in datasets]
+    cells = [Cell(d, None, root/d/REAL_CELL, runs_scarce(s, d)) for d in datasets]
     cells += [Cell(d, l, root/d/l, runs_scarce(s, d, l)) for d in datasets for l in losses]
     bd = [d for d in datasets if 'all' in s.backbone_datasets or d in s.backbone_datasets]
     cells += [Cell(d, l, root/d/b/l, backbone=b) for d in bd for b in extra_backbones(s) for l in s.backbone_losses]
@@ -245,7 +245,7 @@ def _run_study(preset:str='quick', datasets=None, losses=None, seeds=None, jobs:
     failed = [r for r in results if r['status'] == 'failed']
     unfinished = [r for r in results if r['status'] == 'unfinished']
     summary = dict(preset=preset, results=results, failed=failed, unfinished=unfinished, seconds=time.time()-prog.t0, jobs=jobs)
-    rec = Path(runs_dir)/preset/'study.json'   # the record of the last command that ran cells; the report reads it
+    rec = Path(runs_dir)/preset/STUDY_RECORD   # the record of the last command that ran cells; the report reads it
     if any(r['status'] != 'skipped' for r in results) or not rec.exists(): save_json(run_record(s, **summary), rec)
     if unfinished:
         prog.say(f"time limit reached: {len(unfinished)} cell(s) unfinished; run the same command again to continue"

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .core import load_json, atomic_path, save_json
+from .runs import STUDY_RECORD
 from .stats import fmt_ci, fmt_pm
 from .privacy import dp_markdown
 from .scarce import scarce_table, scarce_markdown
@@ -240,7 +241,7 @@ def provenance(runs_root, tables_dir, report_seconds:float|None=None) -> list:
     total = sum(r['seconds'] for r in recs)     # from the cells' own records, so a resumed or re-run study still adds up
     head = (f"Preset **{runs_root.name}**, run {recs[0]['time'][:10]} on {hw}. The grid's cells took {total/60:.1f} min "
             f"of wall time in all (sum of the cells' own times: stages and kernel start-ups, report excluded). ")
-    study = read_if_exists(runs_root/'study.json') or {}
+    study = read_if_exists(runs_root/STUDY_RECORD) or {}
     ran = {r['cell'] for r in study.get('results', []) if r.get('status') == 'done'}
     if ran == {r['cell'] for r in recs} and report_seconds is not None:   # one command ran every cell: its whole time
         whole = study['seconds'] + report_seconds

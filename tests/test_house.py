@@ -86,19 +86,29 @@ def test_shared_file_names_are_spelled_once():
     runs = ast.parse((LIB / "runs.py").read_text())
     names = {n.value.value for n in runs.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
              and isinstance(n.value.value, str) and "." in n.value.value}
-    assert {"metrics.json", "synthetic.npz", "loss.csv", "privacy.json", "DONE.json", "card.json", "config.json", "fidelity.json"} <= names
+    assert {"metrics.json", "synthetic.npz", "loss.csv", "privacy.json", "DONE.json", "card.json", "config.json", "fidelity.json",
+            "grid.png", "explain.json", "study.json", "predictions.npz", "metrics_closest.png"} <= names
     bad = [f"{name}:{n.lineno} {n.value!r}" for name, tree in _sources()
            for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in names]
     assert not bad, "spell these through medsyn.runs' constants: " + ", ".join(bad)
 
 
-def _joins_model(tree):
-    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
-            and isinstance(n.right, ast.Constant) and n.right.value == "model"]
+FOLDERS = ("model", "real", "scarce", "lime", "classify_real")     # GENERATOR, REAL_CELL, SCARCE, EXPLANATIONS, REAL_CLASSIFIERS
 
 
-def test_a_generator_folder_is_named_once():
-    "A cell's generator folder is medsyn.runs.GENERATOR: no module or study notebook joins a path with 'model' itself."
-    assert _joins_model(ast.parse("run / 'model' / 'config.json'")) == [1]          # the check sees such a join
-    bad = [f"{name}:{ln}" for name, tree in _sources() for ln in _joins_model(tree)]
-    assert not bad, "name a generator's folder medsyn.runs.GENERATOR: " + ", ".join(bad)
+def _joins(tree):
+    "Lines of `tree` that join a path with one of the runs layout's folder names, or spell a `classify_<regime>` folder."
+    joins = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+             and isinstance(n.right, ast.Constant) and n.right.value in FOLDERS]
+    regimes = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) and n.values
+               and isinstance(n.values[0], ast.Constant) and str(n.values[0].value).startswith("classify_")]
+    return joins + regimes
+
+
+def test_folders_are_named_once():
+    "A cell's folders are medsyn.runs' names: no module or study notebook joins a path with 'model', 'real', 'lime' ... itself."
+    from medsyn import runs
+    assert {runs.GENERATOR, runs.REAL_CELL, runs.SCARCE, runs.EXPLANATIONS, runs.REAL_CLASSIFIERS} == set(FOLDERS)
+    assert _joins(ast.parse("run / 'model' / 'config.json'; d / 'real'; f'classify_{reg}'")) == [1, 1, 1]   # the check sees each
+    bad = [f"{name}:{ln}" for name, tree in _sources() for ln in _joins(tree)]
+    assert not bad, "name a cell's folders through medsyn.runs (GENERATOR, REAL_CELL, classifiers_dir, ...): " + ", ".join(bad)
