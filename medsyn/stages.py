@@ -83,7 +83,8 @@ def stage_classify(ctx:StageContext) -> dict:
     real_seed = ctx.real_model/f'seed-{s.seeds[0]}'
     out['fidelity'] = class_fidelity(real_seed, syn, settings=s)
     save_json(out['fidelity'], ctx.run_dir/FIDELITY)   # it carries its run record
-    out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/EXPLANATIONS, compare_dir=ctx.run_dir/classifiers_dir('synthetic')/f'seed-{s.seeds[0]}',
+    tstr_seed = ctx.run_dir/classifiers_dir('synthetic')/f'seed-{s.seeds[0]}'
+    out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/EXPLANATIONS, compare_dir=tstr_seed,
                           settings=s, seed=s.seed, names=('trained on real', f'trained on synthetic ({ctx.loss})'))
     return out
 

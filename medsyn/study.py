@@ -44,7 +44,7 @@ class Cell:
     @property
     def variant(self): return self.backbone or (dp_cell_name(self.dp_epsilon) if self.dp_epsilon is not None else None)
     @property
-    def name(self): return f"{self.dataset}/{self.variant + '/' if self.variant else ''}{self.loss or 'real'}"
+    def name(self): return f"{self.dataset}/{self.variant + '/' if self.variant else ''}{self.loss or REAL_CELL}"
     @property
     def real_dir(self): return self.run_dir.parent.parent/REAL_CELL if self.variant else self.run_dir.parent/REAL_CELL
     @property
