@@ -20,7 +20,7 @@ from .core import (MedsynError, ARCHS, REGIMES, load_settings, split_overrides, 
                          atomic_path, save_json, load_json, fault_point, autocast, compiled, fast_optimizer_kwargs)
 from .data import (MedMNISTSplit, load_medmnist, medmnist_info, to_tensor, subsample, check_conditioning, concat, draw_indices,
                          load_synthetic)
-from .runs import METRICS, FIDELITY, PREDICTIONS
+from .runs import METRICS, FIDELITY, PREDICTIONS, seed_dir
 
 # %% auto #0
 __all__ = ['DEFAULT_INPUT_SIZE', 'MIN_INPUT_SIZE', 'check_arch', 'weights_file', 'imagenet_state', 'Classifier', 'small_cnn',
@@ -310,7 +310,7 @@ def load_classifier(clf_dir, device='cpu'):
     "A classifier saved by `classify` (a `seed-<s>` folder): (model in eval mode, its metadata)."
     d = Path(clf_dir)
     if not (d/'classifier.json').exists() or not (d/'model.pt').exists():
-        seeds = sorted(p.name for p in d.glob('**/seed-*') if (p/'model.pt').exists()) if d.is_dir() else []
+        seeds = sorted(p.name for p in d.glob('**/' + seed_dir('*')) if (p/'model.pt').exists()) if d.is_dir() else []
         hint = f" It holds model folders: {', '.join(seeds[:6])}" if seeds else ''
         raise MedsynError(f"{d} is not a classifier folder (needs model.pt and classifier.json).{hint}")
     meta = load_json(d/'classifier.json')
@@ -382,7 +382,7 @@ def classify(dataset:str, regime:str, out, synthetic=None, arch:str|None=None, s
                         n_real=extra['n_real'], n_synthetic=extra['n_synthetic'], best_epoch=hist['best_epoch'],
                         test=dict(acc=m['acc'], auc=m['auc'], f1_macro=m['f1_macro']),
                         run_record=run_record(s, seed=seed))
-            _save_model(model, meta, (stage/name if name else stage)/f"seed-{seed}")
+            _save_model(model, meta, (stage/name if name else stage)/seed_dir(seed))
         for c in cells.values(): c['mean'], c['std'] = _stats(list(c['per_seed'].values()))
         res = dict(dataset=dataset, regime=regime, arch=arch, seeds=seeds, synthetic=str(synthetic) if synthetic else None,
                    label_names=info['label_names'], task=info['task'], cells=list(cells.values()),

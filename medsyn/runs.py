@@ -14,8 +14,9 @@ from .core import MedsynError, MODELS, MODEL_SIZES, save_json, load_json
 # %% auto #0
 __all__ = ['METRICS', 'SYNTHETIC', 'LOSS_LOG', 'AUDIT_ARRAYS', 'PRIVACY', 'AUDIT', 'QUALITY', 'CARD', 'GENERATOR', 'RECORD',
            'DONE', 'FIDELITY', 'GRID', 'CLOSEST', 'PREDICTIONS', 'EXPLANATIONS', 'EXPLAIN', 'STUDY_RECORD', 'REAL_CELL',
-           'SCARCE', 'DP_PREFIX', 'REAL_CLASSIFIERS', 'RUNS_FORMAT', 'RUNS_MARKER', 'classifiers_dir', 'loss_run_dirs',
-           'backbone_run_dirs', 'dp_cell_name', 'dp_run_dirs', 'scarce_dir', 'scarce_dirs', 'check_runs_format']
+           'SCARCE', 'DP_PREFIX', 'REAL_CLASSIFIERS', 'RUNS_FORMAT', 'RUNS_MARKER', 'classifiers_dir', 'seed_dir',
+           'loss_run_dirs', 'backbone_run_dirs', 'dp_cell_name', 'dp_run_dirs', 'scarce_dir', 'scarce_dirs',
+           'check_runs_format']
 
 # %% ../nbs/00b_runs.ipynb #f016c738
 METRICS = 'metrics.json'              # what a stage (or a scarce-data draw) measured
@@ -47,6 +48,10 @@ def classifiers_dir(regime:str) -> str:
     return f'classify_{regime}'
 
 REAL_CLASSIFIERS = classifiers_dir('real')   # a data set's baseline classifiers, on all its real training images (<dataset>/real/)
+
+def seed_dir(seed) -> str:
+    "The folder of one classifier seed inside a classifiers folder, `seed-<seed>`: its model.pt and classifier.json."
+    return f'seed-{seed}'
 
 def loss_run_dirs(dataset_dir) -> list:
     "The loss-cell folders of `runs/<preset>/<dataset>/` (the preset's own denoiser), sorted: not `real/`, not extra-backbone or private cells."

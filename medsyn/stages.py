@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core import load_settings, repo_root, save_json
-from .runs import (scarce_dir, classifiers_dir, METRICS, PRIVACY, QUALITY, SYNTHETIC, GENERATOR, FIDELITY, REAL_CLASSIFIERS,
+from .runs import (scarce_dir, classifiers_dir, seed_dir, METRICS, PRIVACY, QUALITY, SYNTHETIC, GENERATOR, FIDELITY, REAL_CLASSIFIERS,
     REAL_CELL, GRID, EXPLANATIONS)
 from .diffusion import resolve_checkpoint
 from .training import train_or_resume
@@ -80,10 +80,10 @@ def stage_classify(ctx:StageContext) -> dict:
     s, syn, out = ctx.settings, ctx.synthetic, {}
     out['synthetic'] = classify(ctx.dataset, 'synthetic', out=ctx.run_dir/classifiers_dir('synthetic'), synthetic=syn, settings=s)
     out['mixed'] = classify(ctx.dataset, 'mixed', out=ctx.run_dir/classifiers_dir('mixed'), synthetic=syn, settings=s)
-    real_seed = ctx.real_model/f'seed-{s.seeds[0]}'
+    real_seed = ctx.real_model/seed_dir(s.seeds[0])
     out['fidelity'] = class_fidelity(real_seed, syn, settings=s)
     save_json(out['fidelity'], ctx.run_dir/FIDELITY)   # it carries its run record
-    tstr_seed = ctx.run_dir/classifiers_dir('synthetic')/f'seed-{s.seeds[0]}'
+    tstr_seed = ctx.run_dir/classifiers_dir('synthetic')/seed_dir(s.seeds[0])
     out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/EXPLANATIONS, compare_dir=tstr_seed,
                           settings=s, seed=s.seed, names=('trained on real', f'trained on synthetic ({ctx.loss})'))
     return out

@@ -97,11 +97,11 @@ FOLDERS = ("model", "real", "scarce", "lime", "classify_real")     # GENERATOR, 
 
 
 def _joins(tree):
-    "Lines of `tree` that join a path with one of the runs layout's folder names, or spell a `classify_<regime>` folder."
+    "Lines of `tree` that join a path with one of the runs layout's folder names, or spell a `classify_<regime>` or `seed-<s>` folder."
     joins = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
              and isinstance(n.right, ast.Constant) and n.right.value in FOLDERS]
     regimes = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) and n.values
-               and isinstance(n.values[0], ast.Constant) and str(n.values[0].value).startswith("classify_")]
+               and isinstance(n.values[0], ast.Constant) and str(n.values[0].value).startswith(("classify_", "seed-"))]
     return joins + regimes
 
 
@@ -109,6 +109,6 @@ def test_folders_are_named_once():
     "A cell's folders are medsyn.runs' names: no module or study notebook joins a path with 'model', 'real', 'lime' ... itself."
     from medsyn import runs
     assert {runs.GENERATOR, runs.REAL_CELL, runs.SCARCE, runs.EXPLANATIONS, runs.REAL_CLASSIFIERS} == set(FOLDERS)
-    assert _joins(ast.parse("run / 'model' / 'config.json'; d / 'real'; f'classify_{reg}'")) == [1, 1, 1]   # the check sees each
+    assert _joins(ast.parse("run / 'model' / 'config.json'; d / 'real'; f'classify_{reg}'; f'seed-{s}'")) == [1, 1, 1, 1]   # sees each
     bad = [f"{name}:{ln}" for name, tree in _sources() for ln in _joins(tree)]
-    assert not bad, "name a cell's folders through medsyn.runs (GENERATOR, REAL_CELL, classifiers_dir, ...): " + ", ".join(bad)
+    assert not bad, "name a cell's folders through medsyn.runs (GENERATOR, REAL_CELL, classifiers_dir, seed_dir, ...): " + ", ".join(bad)
