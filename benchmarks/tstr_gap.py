@@ -21,7 +21,7 @@ over seeds, plain against plain and augmented against augmented.
 Which images each model saw: the generator, the real training split; each classifier, only its own training set and the
 validation split (to choose its epoch); no model sees a test image before testing.
 
-    flock /tmp/medsyn-heavy.lock python benchmarks/tstr_gap.py          # ~45 min on a 2-core CPU (two generators)
+    flock /tmp/medsyn-heavy.lock python benchmarks/tstr_gap.py          # 1.5-2 h per data set on a 2-core AVX2 CPU (fp32)
 
 Writes `--out`/results.json, tables/tstr_gap.{csv,md}.
 """
