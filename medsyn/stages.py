@@ -44,6 +44,8 @@ class StageContext:
     def metrics(self): return self.run_dir/METRICS
     @property
     def real_model(self): return self.real_dir/REAL_CLASSIFIERS
+    @property
+    def tstr_model(self): return self.run_dir/classifiers_dir('synthetic')    # trained on the cell's synthetic images alone
 
 def context(dataset:str, loss:str|None=None, preset:str='smoke', run_dir=None, overrides:dict|None=None, real_dir=None) -> StageContext:
     "A `StageContext` from a study notebook's parameters (folders default to `runs/<preset>/<dataset>/<loss>`)."
@@ -78,13 +80,12 @@ def stage_evaluate(ctx:StageContext) -> dict:
 def stage_classify(ctx:StageContext) -> dict:
     "Synthetic-only (TSTR) and mixed classifiers; class fidelity; LIME, real vs synthetic. (Scarce real data: `stage_scarce`.)"
     s, syn, out = ctx.settings, ctx.synthetic, {}
-    out['synthetic'] = classify(ctx.dataset, 'synthetic', out=ctx.run_dir/classifiers_dir('synthetic'), synthetic=syn, settings=s)
+    out['synthetic'] = classify(ctx.dataset, 'synthetic', out=ctx.tstr_model, synthetic=syn, settings=s)
     out['mixed'] = classify(ctx.dataset, 'mixed', out=ctx.run_dir/classifiers_dir('mixed'), synthetic=syn, settings=s)
     real_seed = ctx.real_model/seed_dir(s.seeds[0])
     out['fidelity'] = class_fidelity(real_seed, syn, settings=s)
     save_json(out['fidelity'], ctx.run_dir/FIDELITY)   # it carries its run record
-    tstr_seed = ctx.run_dir/classifiers_dir('synthetic')/seed_dir(s.seeds[0])
-    out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/EXPLANATIONS, compare_dir=tstr_seed,
+    out['lime'] = explain(real_seed, ctx.dataset, ctx.run_dir/EXPLANATIONS, compare_dir=ctx.tstr_model/seed_dir(s.seeds[0]),
                           settings=s, seed=s.seed, names=('trained on real', f'trained on synthetic ({ctx.loss})'))
     return out
 
@@ -101,7 +102,7 @@ def stage_privacy(ctx:StageContext, progress:bool=True) -> dict:
     n = s.privacy_max_images or None
     out = {'full': audit_membership(ctx.model_dir, ctx.synthetic, n, s, seed=s.seed, progress=progress)}
     out['full']['over_steps'] = audit_over_steps(ctx.model_dir, n, s, seed=s.seed)      # every checkpoint the trainer kept
-    write_card(ctx.model_dir, metrics=ctx.metrics, classify_dir=ctx.run_dir/classifiers_dir('synthetic'), privacy=out['full'])
+    write_card(ctx.model_dir, metrics=ctx.metrics, classify_dir=ctx.tstr_model, privacy=out['full'])
     if runs_scarce(s, ctx.dataset, ctx.loss):
         for f in scarce_fractions(s):
             for k in subset_draws(s):
