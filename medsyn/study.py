@@ -46,12 +46,11 @@ class Cell:
     @property
     def name(self): return f"{self.dataset}/{self.variant + '/' if self.variant else ''}{self.loss or REAL_CELL}"
     @property
-    def real_dir(self): return self.run_dir.parent.parent/REAL_CELL if self.variant else self.run_dir.parent/REAL_CELL
+    def real_dir(self): return (self.run_dir.parent.parent if self.variant else self.run_dir.parent)/REAL_CELL   # a variant sits one deeper
     @property
     def stages(self):
         if self.loss is None: return BASELINE_STAGES + (('scarce',) if self.scarce else ())
         if self.backbone: return LOSS_STAGES
-        if self.dp_epsilon is not None: return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)
         return LOSS_STAGES + (('scarce',) if self.scarce else ()) + ('privacy',)   # privacy audits the scarce generators too
     @property
     def model_dir(self): return self.run_dir/GENERATOR   # the generator a cell trains (a private cell's `init_from` names one)
