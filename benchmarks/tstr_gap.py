@@ -23,19 +23,37 @@ validation split (to choose its epoch); no model sees a test image before testin
 
     flock /tmp/medsyn-heavy.lock python benchmarks/tstr_gap.py          # 1.5-2 h per data set on a 2-core AVX2 CPU (fp32)
 
-Writes `--out`/results.json, tables/tstr_gap.{csv,md}.
+Another generator recipe, as a settings line (the table gets its own name, the out folder its own results), e.g. unet-base
+and unet-tiny at unet-small's 35 minutes (steps from each one's step time on that CPU: a base step costs 6.7x a small one,
+a tiny one 0.17x), then the three side by side:
+
+    python benchmarks/tstr_gap.py --datasets breastmnist --per-class 200 --recipes plain --set model=unet-base \
+        train_steps=360 checkpoint_every=360 --out benchmarks/out/tstr_gap_unet_base --name tstr_gap_unet_base
+    python benchmarks/tstr_gap.py --datasets breastmnist --per-class 200 --recipes plain --set model=unet-tiny \
+        train_steps=14600 checkpoint_every=14600 --out benchmarks/out/tstr_gap_unet_tiny --name tstr_gap_unet_tiny
+    python benchmarks/tstr_gap.py --datasets breastmnist --per-class 200 --name tstr_gap_model_size --compare \
+        unet-small=benchmarks/out/tstr_gap unet-tiny=benchmarks/out/tstr_gap_unet_tiny unet-base=benchmarks/out/tstr_gap_unet_base
+
+Writes `--out`/results.json (FID and KID of each generator's smaller set beside the AUCs), tables/`--name`.{csv,md}; keeps
+the samples in `--out`/<dataset>/synthetic_<k>.npz. Samples side by side, from the kept sets of several runs:
+
+    python benchmarks/tstr_gap.py --datasets breastmnist --per-class 200 \
+        --grid unet-small=benchmarks/out/tstr_gap unet-base=benchmarks/out/tstr_gap_unet_base
 """
 from __future__ import annotations
 import argparse, json, sys, time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from time_to_quality import machine   # noqa: E402
 from quality_vs_compute import tstr   # noqa: E402
-from medsyn.core import load_settings, versions   # noqa: E402
-from medsyn.data import load_medmnist, MedMNISTSplit, draw_indices, classical_augmentation   # noqa: E402
+from medsyn.core import load_settings, parse_value, versions, load_json   # noqa: E402
+from medsyn.data import (load_medmnist, MedMNISTSplit, draw_indices, classical_augmentation, write_synthetic,   # noqa: E402
+                         load_synthetic, medmnist_info, class_rows, image_grid)
+from medsyn.metrics import evaluate   # noqa: E402
 from medsyn.training import train_or_resume   # noqa: E402
 from medsyn.sampling import load_model, generate   # noqa: E402
 from medsyn.stats import mean_ci, fmt_ci, fmt_pm   # noqa: E402
@@ -48,36 +66,101 @@ def generator(ds:str, a, s) -> Path:
     return train_or_resume(ds, 'l2', Path(a.out)/ds/'generator', s, progress=True)
 
 
-def run_dataset(ds:str, a, s) -> list:
-    tr, va, te = (load_medmnist(ds, sp) for sp in ('train', 'val', 'test'))
+def fidelity_row(ds:str, imgs, labels, s, step:int) -> dict:
+    "FID-64/2048 with floors and intervals and KID of a synthetic set (the study's evaluation: `s`'s test-split draw, n images a side)."
+    res = evaluate(ds, MedMNISTSplit(imgs, labels, ds, 'train', imgs.shape[1], medmnist_info(ds)), 'test', s, progress=True)
+    f = {d: {k: res['fid'][d][k] for k in ('value', 'ci_low', 'ci_high')} | {'floor': res['fid'][d]['floor']['value']} for d in ('64', '2048')}
+    print(f"{ds}: step {step}, n={res['real']['n']}: FID-64 {f['64']['value']:.3f} (floor {f['64']['floor']:.3f}), "
+          f"FID-2048 {f['2048']['value']:.1f} (floor {f['2048']['floor']:.1f}), KID {res['kid']['mean']:.4f}", flush=True)
+    return dict(images=len(imgs), n=res['real']['n'], fid=f, kid={k: res['kid'][k] for k in ('mean', 'std', 'floor_mean')})
+
+
+def samples(ds:str, a, s, K:int, C:int) -> tuple:
+    "(images, labels, the generator's step, seconds to train or load it, seconds to sample): K per class, class-interleaved."
     t0 = time.perf_counter()
     net, sch, meta = load_model(generator(ds, a, s), ema=True)
     train_s = time.perf_counter() - t0
-    K, C = max(a.per_class), te.n_classes
     labels = np.tile(np.arange(C), K)                    # class-interleaved: the first k*C images hold k of each class
+    kept = Path(a.out)/ds/f'synthetic_{K}.npz'           # kept, so a stopped run resumes here
+    if kept.exists():
+        return load_synthetic(kept, ds).images, labels, meta['step'], train_s, load_json(kept.with_suffix('.json'))['sample_s']
     t0 = time.perf_counter()
     imgs = generate(net, sch, labels, s.sampler, s.sample_steps, seed=0, batch_size=250, null_class=meta['null_class'],
                     mixed_precision=s.mixed_precision, desc=f'{ds}: {K} per class')
     sample_s = time.perf_counter() - t0
-    n_small = min(a.per_class) * C
+    write_synthetic(kept, imgs, labels, ds, generator_step=meta['step'], sample_s=round(sample_s, 1))
+    return imgs, labels, meta['step'], train_s, sample_s
+
+
+def run_dataset(ds:str, a, s) -> list:
+    tr, va, te = (load_medmnist(ds, sp) for sp in ('train', 'val', 'test'))
+    K, C, n_small = max(a.per_class), te.n_classes, min(a.per_class) * te.n_classes
+    imgs, labels, step, train_s, sample_s = samples(ds, a, s, K, C)
+    fid = fidelity_row(ds, imgs[:n_small], labels[:n_small], s, step)
     sets = {'real': tr, f'real@{n_small}': tr.subset(draw_indices(tr.labels, n_small, 0))}
     for k in sorted(a.per_class):
         sets[f'synthetic {k}/class'] = MedMNISTSplit(imgs[:k * C], labels[:k * C], ds, 'train', imgs.shape[1], te.info)
     aug = classical_augmentation(ds, tr.n_channels)
     rows = []
     for name, d in sets.items():
-        for augmented in (False, True):
+        for augmented in [r == 'augmented' for r in a.recipes]:
             t0 = time.perf_counter()
             aucs = [r['auc'] for r in tstr(d, va, te, s, a.seeds, aug if augmented else None)]
             rows.append(dict(dataset=ds, train_set=name, n=len(d), augmented=augmented, aucs=aucs, clf_s=round(time.perf_counter() - t0, 1),
-                             generator_step=meta['step'], train_s=round(train_s, 1), sample_s=round(sample_s, 1)))
+                             generator_step=step, train_s=round(train_s, 1), sample_s=round(sample_s, 1), fidelity=fid))
             print(f"{ds:15s} {name:22s} aug={augmented!s:5s} AUC {fmt_pm(np.mean(aucs), np.std(aucs, ddof=1), len(aucs))}", flush=True)
     return rows
 
 
+def fid_cell(r) -> str:
+    "The generator's FID-2048 with its interval and floor, on a synthetic row whose run measured it."
+    f = r.get('fidelity')
+    if not f or not r['train_set'].startswith('synthetic') or r['n'] != f['images']: return ''   # measured on the smaller set
+    g = f['fid']['2048']
+    return f"{g['value']:.1f} [{g['ci_low']:.1f}, {g['ci_high']:.1f}] ({g['floor']:.1f}), n={f['n']}"
+
+
+def samples_grid(ds:str, gens:dict, k:int, n:int=8) -> list:
+    "Per class a row of real training images, then one per generator of its kept k-per-class samples: figures/tstr_gap_<ds>_samples."
+    from medsyn.figures import save_fig
+    real = load_medmnist(ds, 'train')
+    syn = {g: class_rows(load_synthetic(Path(out)/ds/f'synthetic_{k}.npz', ds), n, seed=0) for g, out in gens.items()}
+    rows, names = [], []
+    for c, name in enumerate(real.label_names):
+        rows.append(class_rows(real, n, seed=0)[c]); names.append(f"{name}\nreal")
+        for g, sr in syn.items(): rows.append(sr[c]); names.append(f"{name}\n{g}")
+    return save_fig(image_grid(rows, names, title=f"{ds}: real images and each generator's samples"), 'figures', f'tstr_gap_{ds}_samples')
+
+
+def train_minutes(folder) -> float:
+    "Minutes of optimiser steps of a generator, from its loss log (`log_every` steps per row at `images_per_s`)."
+    log = pd.read_csv(Path(folder)/'loss.csv')
+    steps = log['step'].diff().fillna(log['step'].iloc[0])
+    return float((steps * load_settings('cpu').batch_size / log['images_per_s']).sum() / 60)   # each recipe trained in the preset's batches
+
+
+def compare(ds:str, gens:dict, k:int):
+    "One row per generator (label=--out of an earlier run): steps, minutes, FID, KID, TSTR of its k/class set, paired against the first."
+    out, base = [], None
+    for g, folder in gens.items():
+        rows = [r for r in json.loads((Path(folder)/'results.json').read_text())['rows'] if r['dataset'] == ds and not r['augmented']]
+        syn = next(r for r in rows if r['train_set'] == f'synthetic {k}/class')
+        ref = next(r for r in rows if r['train_set'] == f'real@{syn["n"]}')
+        base = syn if base is None else base
+        f, kid = syn['fidelity']['fid'], syn['fidelity']['kid']
+        out.append({'data set': ds, 'generator': g, 'steps': syn['generator_step'],
+                    'training min': round(train_minutes(Path(folder)/ds/'generator'), 1),
+                    'FID-64 (floor)': f"{f['64']['value']:.3f} ({f['64']['floor']:.3f})",
+                    'FID-2048 (floor)': f"{f['2048']['value']:.1f} [{f['2048']['ci_low']:.1f}, {f['2048']['ci_high']:.1f}] ({f['2048']['floor']:.1f})",
+                    'KID x1e3 (floor)': f"{1e3 * kid['mean']:.1f} ± {1e3 * kid['std']:.1f} ({1e3 * kid['floor_mean']:.1f})",
+                    f'TSTR AUC, {k}/class': fmt_pm(np.mean(syn['aucs']), np.std(syn['aucs'], ddof=1), len(syn['aucs'])),
+                    f'Δ from real@{syn["n"]}': fmt_ci(*mean_ci(np.subtract(syn['aucs'], ref['aucs'])), signed=True),
+                    f'Δ from {next(iter(gens))}': '' if syn is base else fmt_ci(*mean_ci(np.subtract(syn['aucs'], base['aucs'])), signed=True)})
+    return pd.DataFrame(out)
+
+
 def table(rows):
     "A row per (data set, training set, recipe): test AUC mean ± sd over seeds and the paired difference from real (same recipe)."
-    import pandas as pd
     out = []
     for r in rows:
         ref = next(q for q in rows if q['dataset'] == r['dataset'] and q['train_set'] == 'real' and q['augmented'] == r['augmented'])
@@ -86,7 +169,8 @@ def table(rows):
         out.append({'data set': r['dataset'], 'training set': r['train_set'], 'images': r['n'],
                     'classifier': 'classical augmentation' if r['augmented'] else 'plain (the study\'s)',
                     'test AUC': fmt_pm(np.mean(r['aucs']), np.std(r['aucs'], ddof=1), len(r['aucs'])),
-                    'Δ from real (same classifier)': '' if r['train_set'] == 'real' else fmt_ci(m, lo, hi, signed=True)})
+                    'Δ from real (same classifier)': '' if r['train_set'] == 'real' else fmt_ci(m, lo, hi, signed=True),
+                    "generator's FID-2048 (floor)": fid_cell(r)})
     return pd.DataFrame(out)
 
 
@@ -98,21 +182,51 @@ def main():
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     p.add_argument('--preset', default='cpu')
     p.add_argument('--out', default='benchmarks/out/tstr_gap')
+    p.add_argument('--name', default='tstr_gap', help='the table: tables/<name>.{csv,md}')
+    p.add_argument('--recipes', nargs='+', choices=['plain', 'augmented'], default=['plain', 'augmented'],
+                   help="the classifier's recipes: the study's (plain) and with classical augmentation")
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help="settings over the preset's (the generator's recipe)")
+    p.add_argument('--grid', nargs='*', default=[], metavar='LABEL=OUT',
+                   help="only draw figures/tstr_gap_<dataset>_samples from the kept samples of earlier runs' --out folders")
+    p.add_argument('--compare', nargs='*', default=[], metavar='LABEL=OUT',
+                   help="only tabulate earlier runs' generators side by side (tables/<name>), paired against the first")
     a = p.parse_args()
+    if a.compare:
+        from medsyn.tables import write_table
+        gens = dict(g.split('=', 1) for g in a.compare)
+        T = pd.concat([compare(ds, gens, min(a.per_class)) for ds in a.datasets])
+        cap = "Generators at equal training minutes: image quality and train-on-synthetic AUC"
+        note = (f"`benchmarks/tstr_gap.py --compare`: each generator's {min(a.per_class)} samples per class; FID with its bootstrap "
+                f"interval and the real-vs-real floor at the same n, KID mean ± sd over subsets; TSTR: the `{a.preset}` preset's small "
+                f"CNN, {len(a.seeds)} seeds; Δ paired by classifier seed, 95 % t-interval over seeds; one generator each. {machine()}.")
+        for f in write_table(T, Path('tables'), a.name, cap, note=note): print(f"wrote {f}")
+        return
+    if a.grid:
+        for ds in a.datasets: print('wrote', *samples_grid(ds, dict(g.split('=', 1) for g in a.grid), min(a.per_class)))
+        return
     from medsyn.tables import write_table
-    s = load_settings(a.preset)
+    over = dict(kv.split('=', 1) for kv in a.set)
+    s = load_settings(a.preset, **{k: parse_value(k, v) for k, v in over.items()})
     Path(a.out).mkdir(parents=True, exist_ok=True)
     res = Path(a.out)/'results.json'
-    rows = json.loads(res.read_text())['rows'] if res.exists() else []
+    prev = json.loads(res.read_text()) if res.exists() else {}
+    rows, runs = prev.get('rows', []), prev.get('runs', [prev['args']] if 'args' in prev else [])
+    runs.append(dict(vars(a), started=time.strftime('%Y-%m-%d %H:%M')))     # every invocation that added to the rows
     for ds in a.datasets:
-        if any(r['dataset'] == ds for r in rows): continue          # a data set finished by an earlier run of this script
-        rows += run_dataset(ds, a, s)
-        res.write_text(json.dumps(dict(args=vars(a), machine=machine(), versions=versions(), rows=rows), indent=1))
-    note = (f"`benchmarks/tstr_gap.py`: one `{a.preset}` L2 generator per data set; the `{a.preset}` preset's small CNN, "
+        done = [r for r in rows if r['dataset'] == ds]               # a data set finished by an earlier run of this script
+        if done and 'fidelity' not in done[0]:                        # ... before FID was measured here: the smaller set's, sampled anew
+            C, k = load_medmnist(ds, 'test').n_classes, min(a.per_class)
+            imgs, labels, step, *_ = samples(ds, a, s, k, C)
+            fid = fidelity_row(ds, imgs, labels, s, step)
+            for r in done: r['fidelity'] = fid
+        if not done: rows += run_dataset(ds, a, s)
+        res.write_text(json.dumps(dict(runs=runs, machine=machine(), versions=versions(), rows=rows), indent=1))
+    recipe = f" ({', '.join(a.set)})" if a.set else ''
+    note = (f"`benchmarks/tstr_gap.py`: one `{a.preset}`{recipe} L2 generator per data set; the `{a.preset}` preset's small CNN, "
             f"{len(a.seeds)} seeds, epoch chosen on the real validation split, tested on the real test split; Δ paired by seed, "
             f"95 % t-interval over seeds. {machine()}.")
     cap = "Train on synthetic, test on real: the gap against real-trained with the same classifier, plain and with classical augmentation."
-    for f in write_table(table(rows), Path('tables'), 'tstr_gap', cap, note=note): print(f"wrote {f}")
+    for f in write_table(table(rows), Path('tables'), a.name, cap, note=note): print(f"wrote {f}")
 
 
 if __name__ == '__main__':
