@@ -50,10 +50,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from time_to_quality import machine   # noqa: E402
 from quality_vs_compute import tstr   # noqa: E402
-from medsyn.core import load_settings, parse_value, versions, load_json   # noqa: E402
+from medsyn.core import load_settings, versions, load_json   # noqa: E402
 from medsyn.data import (load_medmnist, MedMNISTSplit, draw_indices, classical_augmentation, write_synthetic,   # noqa: E402
                          load_synthetic, medmnist_info, class_rows, image_grid)
+from medsyn.diffusion import checkpoints, MARKER   # noqa: E402
 from medsyn.metrics import evaluate   # noqa: E402
+from medsyn.figures import save_fig   # noqa: E402
+from medsyn.tables import write_table   # noqa: E402
 from medsyn.training import train_or_resume   # noqa: E402
 from medsyn.sampling import load_model, generate   # noqa: E402
 from medsyn.stats import mean_ci, fmt_ci, fmt_pm   # noqa: E402
@@ -122,21 +125,21 @@ def fid_cell(r) -> str:
 
 def samples_grid(ds:str, gens:dict, k:int, n:int=8) -> list:
     "Per class a row of real training images, then one per generator of its kept k-per-class samples: figures/tstr_gap_<ds>_samples."
-    from medsyn.figures import save_fig
     real = load_medmnist(ds, 'train')
+    rr = class_rows(real, n, seed=0)
     syn = {g: class_rows(load_synthetic(Path(out)/ds/f'synthetic_{k}.npz', ds), n, seed=0) for g, out in gens.items()}
     rows, names = [], []
     for c, name in enumerate(real.label_names):
-        rows.append(class_rows(real, n, seed=0)[c]); names.append(f"{name}\nreal")
+        rows.append(rr[c]); names.append(f"{name}\nreal")
         for g, sr in syn.items(): rows.append(sr[c]); names.append(f"{name}\n{g}")
     return save_fig(image_grid(rows, names, title=f"{ds}: real images and each generator's samples"), 'figures', f'tstr_gap_{ds}_samples')
 
 
 def train_minutes(folder) -> float:
-    "Minutes of optimiser steps of a generator, from its loss log (`log_every` steps per row at `images_per_s`)."
-    log = pd.read_csv(Path(folder)/'loss.csv')
+    "Minutes of optimiser steps of a generator, from its loss log (`log_every` steps per row at `images_per_s`) and its recorded batch."
+    log, rec = pd.read_csv(Path(folder)/'loss.csv'), load_json(checkpoints(folder)[-1]/MARKER)['settings']
     steps = log['step'].diff().fillna(log['step'].iloc[0])
-    return float((steps * load_settings('cpu').batch_size / log['images_per_s']).sum() / 60)   # each recipe trained in the preset's batches
+    return float((steps * rec['batch_size'] * rec['grad_accum'] / log['images_per_s']).sum() / 60)
 
 
 def compare(ds:str, gens:dict, k:int):
@@ -192,7 +195,6 @@ def main():
                    help="only tabulate earlier runs' generators side by side (tables/<name>), paired against the first")
     a = p.parse_args()
     if a.compare:
-        from medsyn.tables import write_table
         gens = dict(g.split('=', 1) for g in a.compare)
         T = pd.concat([compare(ds, gens, min(a.per_class)) for ds in a.datasets])
         cap = "Generators at equal training minutes: image quality and train-on-synthetic AUC"
@@ -204,9 +206,7 @@ def main():
     if a.grid:
         for ds in a.datasets: print('wrote', *samples_grid(ds, dict(g.split('=', 1) for g in a.grid), min(a.per_class)))
         return
-    from medsyn.tables import write_table
-    over = dict(kv.split('=', 1) for kv in a.set)
-    s = load_settings(a.preset, **{k: parse_value(k, v) for k, v in over.items()})
+    s = load_settings(a.preset, **dict(kv.split('=', 1) for kv in a.set))     # parsed and checked by the settings schema
     Path(a.out).mkdir(parents=True, exist_ok=True)
     res = Path(a.out)/'results.json'
     prev = json.loads(res.read_text()) if res.exists() else {}
