@@ -55,7 +55,7 @@ check:
 
 # every fault-injection, hostile-input and concurrency case (the default pytest run has the quick ones), then the
 # reliability table, printed and written into benchmarks/RESULTS.md with pytest's summary line and the commit it ran on.
-# 33 min (2026-11-25) to 75 min (2026-12-03) on a 2-core CPU; each case has a timeout. The table is written even when a case fails (a failed case has no
+# 33 min (2026-11-25), 75 min (2026-12-03), 48 min (2026-12-06) on 2-core CPUs; each case has a timeout. The table is written even when a case fails (a failed case has no
 # row; the summary line counts it), and the target then fails.
 FAULTS_LOG ?= benchmarks/faults.jsonl
 faults:
