@@ -52,7 +52,7 @@ from time_to_quality import machine   # noqa: E402
 from quality_vs_compute import tstr   # noqa: E402
 from medsyn.core import load_settings, versions, load_json   # noqa: E402
 from medsyn.data import (load_medmnist, MedMNISTSplit, draw_indices, classical_augmentation, write_synthetic,   # noqa: E402
-                         load_synthetic, medmnist_info, class_rows, image_grid)
+                         load_synthetic, medmnist_info, class_grid)
 from medsyn.diffusion import checkpoints, MARKER   # noqa: E402
 from medsyn.metrics import evaluate   # noqa: E402
 from medsyn.figures import save_fig   # noqa: E402
@@ -125,14 +125,9 @@ def fid_cell(r) -> str:
 
 def samples_grid(ds:str, gens:dict, k:int, n:int=8) -> list:
     "Per class a row of real training images, then one per generator of its kept k-per-class samples: figures/tstr_gap_<ds>_samples."
-    real = load_medmnist(ds, 'train')
-    rr = class_rows(real, n, seed=0)
-    syn = {g: class_rows(load_synthetic(Path(out)/ds/f'synthetic_{k}.npz', ds), n, seed=0) for g, out in gens.items()}
-    rows, names = [], []
-    for c, name in enumerate(real.label_names):
-        rows.append(rr[c]); names.append(f"{name}\nreal")
-        for g, sr in syn.items(): rows.append(sr[c]); names.append(f"{name}\n{g}")
-    return save_fig(image_grid(rows, names, title=f"{ds}: real images and each generator's samples"), 'figures', f'tstr_gap_{ds}_samples')
+    fig = class_grid(load_medmnist(ds, 'train'), {g: load_synthetic(Path(out)/ds/f'synthetic_{k}.npz', ds) for g, out in gens.items()},
+                     n, title=f"{ds}: real images and each generator's samples")
+    return save_fig(fig, 'figures', f'tstr_gap_{ds}_samples')
 
 
 def train_minutes(folder) -> float:
@@ -177,6 +172,12 @@ def table(rows):
     return pd.DataFrame(out)
 
 
+def key_value(s:str) -> str:
+    "An argparse type for KEY=VALUE arguments: the string back, or a message naming what was wrong."
+    if '=' not in s or not s.split('=', 1)[0]: raise argparse.ArgumentTypeError(f"{s!r}: expected NAME=VALUE, a name before the '='")
+    return s
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--datasets', nargs='+', default=['pneumoniamnist', 'breastmnist'])
@@ -188,10 +189,10 @@ def main():
     p.add_argument('--name', default='tstr_gap', help='the table: tables/<name>.{csv,md}')
     p.add_argument('--recipes', nargs='+', choices=['plain', 'augmented'], default=['plain', 'augmented'],
                    help="the classifier's recipes: the study's (plain) and with classical augmentation")
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help="settings over the preset's (the generator's recipe)")
-    p.add_argument('--grid', nargs='*', default=[], metavar='LABEL=OUT',
+    p.add_argument('--set', nargs='*', default=[], type=key_value, metavar='KEY=VALUE', help="settings over the preset's (the generator's recipe)")
+    p.add_argument('--grid', nargs='*', default=[], type=key_value, metavar='LABEL=OUT',
                    help="only draw figures/tstr_gap_<dataset>_samples from the kept samples of earlier runs' --out folders")
-    p.add_argument('--compare', nargs='*', default=[], metavar='LABEL=OUT',
+    p.add_argument('--compare', nargs='*', default=[], type=key_value, metavar='LABEL=OUT',
                    help="only tabulate earlier runs' generators side by side (tables/<name>), paired against the first")
     a = p.parse_args()
     if a.compare:

@@ -25,7 +25,7 @@ __all__ = ['IMAGE_SIZES', 'SPLITS', 'AUGMENT_POLICIES', 'MODALITY', 'medmnist_in
            'check_conditioning', 'to_tensor', 'to_uint8', 'stratified_indices', 'subset_indices', 'subsample',
            'indices_digest', 'Augment', 'classical_augmentation', 'sidecar_path', 'load_npz', 'check_arrays',
            'write_synthetic', 'load_synthetic', 'draw_indices', 'label_counts', 'concat', 'image_grid', 'save_figure',
-           'class_rows', 'real_grid', 'describe', 'data_cli']
+           'class_rows', 'real_grid', 'class_grid', 'describe', 'data_cli']
 
 # %% ../nbs/01_data.ipynb #10571ab3
 IMAGE_SIZES = (28, 64, 128, 224)
@@ -400,6 +400,16 @@ def real_grid(flag:str, n:int=10, split:str='train', size:int=28, seed:int=0, da
     ds = load_medmnist(flag, split, size, data_dir)
     labels = [f"{c}: {name}" for c, name in enumerate(ds.label_names)]
     return image_grid(class_rows(ds, n, seed), labels, title=f"{flag} ({split}, real)")
+
+# %% ../nbs/01_data.ipynb #81977e3b
+def class_grid(real:MedMNISTSplit, synthetic:dict, n:int=6, seed:int=0, title:str|None=None):
+    "Per class a row of `n` real images, then a row per synthetic set of `synthetic` (`{name: MedMNISTSplit}`), labelled 'class\\nname'."
+    rr, syn = class_rows(real, n, seed), {k: class_rows(s, n, seed) for k, s in synthetic.items()}
+    rows, labels = [], []
+    for c, name in enumerate(real.label_names):
+        rows.append(rr[c]); labels.append(f"{name}\nreal")
+        for k, sr in syn.items(): rows.append(sr[c]); labels.append(f"{name}\n{k}")
+    return image_grid(rows, labels, title=title)
 
 # %% ../nbs/01_data.ipynb #1e2ffedc
 def describe(flag:str, size:int=28, data_dir=None) -> str:

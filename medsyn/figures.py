@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 import matplotlib.pyplot as plt
 from .core import atomic_path, MedsynError
-from .data import save_figure, load_medmnist, load_npz, image_grid, class_rows, medmnist_info
+from .data import save_figure, load_medmnist, load_npz, class_grid, medmnist_info
 from .privacy import fig_privacy_utility, plot_roc
 from .scarce import scarce_table, draw_table, ARM_COLOURS, ARM_NAMES
 
@@ -60,14 +60,8 @@ def fig_grids(T:dict, figures_dir, n:int=6) -> list:
     for d in sorted({f['dataset'] for f in T['files']}):
         runs = [f for f in T['files'] if f['dataset'] == d and f['synthetic'].exists()]
         if not runs: continue
-        real = load_medmnist(d, 'train')
-        rr = class_rows(real, n, seed=0)
-        syn = {f['loss']: class_rows(load_npz(f['synthetic']), n, seed=0) for f in runs}
-        rows, labels = [], []
-        for c, name in enumerate(real.label_names):
-            rows.append(rr[c]); labels.append(f"{name}\nreal")
-            for l, sr in syn.items(): rows.append(sr[c]); labels.append(f"{name}\n{l}")
-        fig = image_grid(rows, labels, title=f"{d}: real and synthetic images per class")
+        fig = class_grid(load_medmnist(d, 'train'), {f['loss']: load_npz(f['synthetic']) for f in runs}, n,
+                         title=f"{d}: real and synthetic images per class")
         out += save_fig(fig, figures_dir, f'grid_{d}')
     return out
 
