@@ -28,6 +28,15 @@ __all__ = ['LOSS_MARKERS', 'FRACTION_MARKERS', 'BACKBONE_PANELS', 'save_fig', 'c
 def _style():
     sns.set_theme(context='paper', style='whitegrid', palette='colorblind', font_scale=1.0)
 
+def _side_legend(fig, handles, title:str, size:int=7, labels=None):
+    "The figures' one legend: right of the panels, centred, no frame."
+    fig.legend(handles=handles, labels=labels, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=size, frameon=False,
+               title=title, title_fontsize=size)
+
+def _floor_handle(label:str='real vs real (floor)'):
+    "The legend entry of the grey bar `_points_by_dataset` draws for a floor or baseline."
+    return plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label=label)
+
 def _points_by_dataset(ax, D, ds, col, key, keys, pal, floor=None, width=0.18, ms=5, floor_ms=16, rotation=0):
     "A column per data set in `ds`: a dot of `col` per `keys` value of column `key` (dodged, coloured by `pal`), the mean of `floor` as a grey bar."
     for i, d in enumerate(ds):
@@ -125,8 +134,8 @@ def fig_kid_prdc(T:dict, figures_dir) -> list:
         ax.set_title(name); ax.set_ylim(bottom=0)
     axes[0].set_ylabel('value')
     handles = [plt.Line2D([], [], color=pal[l], marker='o', ls='none', label=l) for l in losses]
-    handles.append(plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label='real vs real (floor)'))
-    fig.legend(handles=handles, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title='loss', title_fontsize=7)
+    handles.append(_floor_handle())
+    _side_legend(fig, handles, 'loss')
     fig.suptitle('KID (lower is better) and precision / recall / density / coverage (nearer the floor is better)', fontsize=9)
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'kid_prdc')
@@ -153,7 +162,7 @@ def fig_memorisation(T:dict, figures_dir) -> list:
         handles = [plt.Line2D([], [], color=pal[l], label=l) for l in losses]
         handles += [plt.Line2D([], [], color='red', ls='--', label=f'near-copy threshold ({thr:g})'),
                     plt.Line2D([], [], color='grey', ls=':', label='typical real distance (1)')]
-        fig.legend(handles=handles, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title='loss', title_fontsize=7)
+        _side_legend(fig, handles, 'loss')
         fig.tight_layout()
         out += save_fig(fig, figures_dir, 'memorisation')
     for f in T['files']:
@@ -248,7 +257,7 @@ def fig_privacy(T:dict, figures_dir) -> list:
         ax.set_ylim(min(0.3, ax.get_ylim()[0]), max(0.8, ax.get_ylim()[1]))
         if not S.empty: ax.legend(fontsize=6, title='loss', title_fontsize=6)
     h, l = axes[1, -1].get_legend_handles_labels()
-    fig.legend(h, l, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, title='attack (middle row)', title_fontsize=7)
+    _side_legend(fig, h, 'attack (middle row)', labels=l)
     fig.suptitle('Membership inference: can members be told from non-members? (0.5: no)', fontsize=9)
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'privacy')
@@ -368,8 +377,8 @@ def fig_backbones(T:dict, figures_dir) -> list:
     par = B.groupby('backbone')['params'].first()
     hs = [plt.Line2D([], [], color=pal[b], marker='o', ls='none', label=f"{b} ({par[b]/1e6:.2f} M)") for b in bbs]
     hs += [plt.Line2D([], [], color='0.3', marker=marks[l], ls='none', label=f'loss {l}') for l in losses]
-    hs.append(plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label='real vs real (floor)'))
-    fig.legend(handles=hs, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False, title='backbone', title_fontsize=8)
+    hs.append(_floor_handle())
+    _side_legend(fig, hs, 'backbone', size=8)
     fig.suptitle('Denoiser backbones side by side (FID: log scale, 95 % bootstrap interval; lower is better for FID and KID)', fontsize=10)
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'backbones')
@@ -390,7 +399,7 @@ def fig_fidelity(T:dict, figures_dir) -> list:
         _points_by_dataset(ax, D, ds, col, 'loss', losses, pal, floor=base, width=0.2, ms=6, floor_ms=18)
         ax.set_title(title, fontsize=9); ax.set_ylim(0, 1.03)
     hs = [plt.Line2D([], [], color=pal[l], marker='o', ls='none', label=l) for l in losses]
-    if len(panels) > 2: hs.append(plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label='random superpixels'))
-    fig.legend(handles=hs, loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False, title='loss', title_fontsize=8)
+    if len(panels) > 2: hs.append(_floor_handle('random superpixels'))
+    _side_legend(fig, hs, 'loss', size=8)
     fig.tight_layout()
     return save_fig(fig, figures_dir, 'fidelity')

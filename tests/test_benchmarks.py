@@ -6,7 +6,7 @@ fails when the script reaches it, often after minutes of training. This reads ea
 something the library has. The redesign (issue 25) moved `generate`, `load_model`, `sample` and `train` out of
 medsyn.diffusion and left nine scripts calling them there: this test fails on that.
 """
-import ast, importlib
+import ast, importlib, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +51,10 @@ def test_the_check_finds_a_moved_name(tmp_path):
 @pytest.mark.parametrize('path', SCRIPTS, ids=[p.name for p in SCRIPTS])
 def test_every_medsyn_name_a_benchmark_uses_exists(path):
     assert missing(path) == []
+
+
+def test_a_name_value_argument_without_its_name_is_refused():
+    "tstr_gap.py's --set, --grid and --compare take NAME=VALUE; without '=' argparse names the argument (exit 2), no traceback."
+    for arg in (['--set', 'model'], ['--compare', '=benchmarks/out/x']):
+        r = subprocess.run([sys.executable, str(BENCH/'tstr_gap.py'), *arg], capture_output=True, text=True)
+        assert r.returncode == 2 and f"argument {arg[0]}: {arg[1]!r}: expected NAME=VALUE" in r.stderr, r.stderr
