@@ -64,7 +64,7 @@ from medsyn.stats import mean_ci, fmt_ci, fmt_pm   # noqa: E402
 
 def generator(ds:str, a, s) -> Path:
     "The data set's `cpu` generator: the one named in --model-dir, or trained here (kept across runs of this script)."
-    given = dict(kv.split('=', 1) for kv in a.model_dir)
+    given = pairs(a.model_dir)
     if ds in given: return Path(given[ds])
     return train_or_resume(ds, 'l2', Path(a.out)/ds/'generator', s, progress=True)
 
@@ -173,15 +173,20 @@ def table(rows):
 
 
 def key_value(s:str) -> str:
-    "An argparse type for KEY=VALUE arguments: the string back, or a message naming what was wrong."
+    "An argparse type for NAME=VALUE arguments: the string back (as the run record keeps it), or a message naming what was wrong."
     if '=' not in s or not s.split('=', 1)[0]: raise argparse.ArgumentTypeError(f"{s!r}: expected NAME=VALUE, a name before the '='")
     return s
+
+
+def pairs(args:list) -> dict:
+    "NAME=VALUE arguments (checked by `key_value`) as {NAME: VALUE}."
+    return dict(s.split('=', 1) for s in args)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--datasets', nargs='+', default=['pneumoniamnist', 'breastmnist'])
-    p.add_argument('--model-dir', nargs='*', default=[], help='dataset=folder: a trained generator to reuse')
+    p.add_argument('--model-dir', nargs='*', default=[], type=key_value, metavar='DATASET=FOLDER', help='dataset=folder: a trained generator to reuse')
     p.add_argument('--per-class', nargs='+', type=int, default=[200, 1000], help='synthetic images per class (the cpu study: 200)')
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     p.add_argument('--preset', default='cpu')
@@ -196,7 +201,7 @@ def main():
                    help="only tabulate earlier runs' generators side by side (tables/<name>), paired against the first")
     a = p.parse_args()
     if a.compare:
-        gens = dict(g.split('=', 1) for g in a.compare)
+        gens = pairs(a.compare)
         T = pd.concat([compare(ds, gens, min(a.per_class)) for ds in a.datasets])
         cap = "Generators at equal training minutes: image quality and train-on-synthetic AUC"
         note = (f"`benchmarks/tstr_gap.py --compare`: each generator's {min(a.per_class)} samples per class; FID with its bootstrap "
@@ -205,9 +210,9 @@ def main():
         for f in write_table(T, Path('tables'), a.name, cap, note=note): print(f"wrote {f}")
         return
     if a.grid:
-        for ds in a.datasets: print('wrote', *samples_grid(ds, dict(g.split('=', 1) for g in a.grid), min(a.per_class)))
+        for ds in a.datasets: print('wrote', *samples_grid(ds, pairs(a.grid), min(a.per_class)))
         return
-    s = load_settings(a.preset, **dict(kv.split('=', 1) for kv in a.set))     # parsed and checked by the settings schema
+    s = load_settings(a.preset, **pairs(a.set))     # parsed and checked by the settings schema
     Path(a.out).mkdir(parents=True, exist_ok=True)
     res = Path(a.out)/'results.json'
     prev = json.loads(res.read_text()) if res.exists() else {}

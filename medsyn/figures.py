@@ -34,7 +34,7 @@ def _side_legend(fig, handles, title:str, size:int=7, labels=None):
                title=title, title_fontsize=size)
 
 def _floor_handle(label:str='real vs real (floor)'):
-    "The legend entry of the grey bar `_points_by_dataset` draws for a floor or baseline."
+    "The legend entry of the grey bar the panels draw for a floor or baseline (`_points_by_dataset`, `fig_backbones`)."
     return plt.Line2D([], [], color='grey', marker='_', ms=12, mew=2, ls='none', label=label)
 
 def _points_by_dataset(ax, D, ds, col, key, keys, pal, floor=None, width=0.18, ms=5, floor_ms=16, rotation=0):

@@ -54,7 +54,7 @@ def test_every_medsyn_name_a_benchmark_uses_exists(path):
 
 
 def test_a_name_value_argument_without_its_name_is_refused():
-    "tstr_gap.py's --set, --grid and --compare take NAME=VALUE; without '=' argparse names the argument (exit 2), no traceback."
-    for arg in (['--set', 'model'], ['--compare', '=benchmarks/out/x']):
+    "tstr_gap.py's --set, --model-dir, --grid and --compare take NAME=VALUE; without a name argparse says which (exit 2), no traceback."
+    for arg in (['--set', 'model'], ['--model-dir', '=benchmarks/out/x']):
         r = subprocess.run([sys.executable, str(BENCH/'tstr_gap.py'), *arg], capture_output=True, text=True)
         assert r.returncode == 2 and f"argument {arg[0]}: {arg[1]!r}: expected NAME=VALUE" in r.stderr, r.stderr
