@@ -195,9 +195,9 @@ def main():
     p.add_argument('--recipes', nargs='+', choices=['plain', 'augmented'], default=['plain', 'augmented'],
                    help="the classifier's recipes: the study's (plain) and with classical augmentation")
     p.add_argument('--set', nargs='*', default=[], type=key_value, metavar='KEY=VALUE', help="settings over the preset's (the generator's recipe)")
-    p.add_argument('--grid', nargs='*', default=[], type=key_value, metavar='LABEL=OUT',
+    p.add_argument('--grid', nargs='+', default=[], type=key_value, metavar='LABEL=OUT',
                    help="only draw figures/tstr_gap_<dataset>_samples from the kept samples of earlier runs' --out folders")
-    p.add_argument('--compare', nargs='*', default=[], type=key_value, metavar='LABEL=OUT',
+    p.add_argument('--compare', nargs='+', default=[], type=key_value, metavar='LABEL=OUT',
                    help="only tabulate earlier runs' generators side by side (tables/<name>), paired against the first")
     a = p.parse_args()
     if a.compare:
